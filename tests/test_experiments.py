@@ -1,0 +1,66 @@
+"""The command line: a real (small) training run, its JSON, and clear errors for bad input."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(*argv, cwd=None):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "experiments.py"), *argv],
+                          capture_output=True, text=True, cwd=cwd or ROOT, timeout=600)
+
+
+def test_train_bp_on_digits_learns_and_writes_json(tmp_path):
+    path = tmp_path / "bp.json"
+    r = run("--train", "bp", "--dataset", "digits", "--hidden", "32", "--epochs", "15", "--batch", "20",
+            "--lr", "1e-2", "--quiet", "--json", str(path))
+    assert r.returncode == 0, r.stderr
+    res = json.loads(path.read_text())
+    for key in ("rule", "dataset", "hidden", "epochs", "train_error", "val_error", "test_error",
+                "seconds_per_epoch", "config"):
+        assert key in res
+    assert res["rule"] == "bp" and res["epochs"] == 15 and res["hidden"] == [32]
+    assert len(res["test_error"]) == 15 and res["config"]["sizes"] == [64, 32, 10]
+    # chance is 90 % error; the 500 test digits come from other writers than the training ones, and a
+    # small MLP trained on 1,000 images reaches about 8 % there (about 3 % on the validation digits)
+    assert res["test_error"][-1] < 0.15 and res["val_error"][-1] < 0.08 and res["test_error"][-1] < res["test_error"][0]
+
+
+def test_same_seed_same_curve(tmp_path):
+    curves = []
+    for i in range(2):
+        path = tmp_path / f"r{i}.json"
+        assert run("--train", "bp", "--dataset", "digits", "--epochs", "2", "--quiet", "--json", str(path),
+                   "--seed", "3").returncode == 0
+        curves.append(json.loads(path.read_text())["test_error"])
+    assert curves[0] == curves[1]
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--train", "nosuchrule"], "valid rules: .*bp"),
+    (["--fig", "99"], "valid figures"),
+    (["--study", "nosuch"], "valid studies"),
+    (["--bench", "nosuch"], "unknown benchmark"),
+    (["--train", "bp", "--dataset", "nosuch"], "unknown dataset .*mnist"),
+    (["--train", "bp", "--lr", "0"], "learning rate must be positive"),
+    (["--train", "bp", "--lr", "-0.1"], "learning rate must be positive"),
+    (["--train", "bp", "--hidden", "500", "0"], "hidden size must be positive"),
+    (["--train", "bp", "--epochs", "0"], "--epochs 0: must be a positive integer"),
+])
+def test_bad_input_exits_nonzero_with_a_clear_message(argv, words, tmp_path):
+    r = run(*argv, "--out", str(tmp_path))
+    assert r.returncode != 0
+    assert pytest.importorskip("re").search(words, r.stderr), r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_missing_data_directory_offline_names_the_directory(tmp_path):
+    missing = tmp_path / "no_data_here"
+    r = run("--train", "bp", "--dataset", "mnist", "--data-dir", str(missing), "--out", str(tmp_path),
+            "--epochs", "1")
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert str(missing) in r.stderr and "train-images-idx3-ubyte.gz" in r.stderr
