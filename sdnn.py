@@ -1,0 +1,1002 @@
+"""sdnn.py -- segregated-dendrite network of Guerguiev, Lillicrap & Richards (2017).
+
+Paper: "Towards deep learning with segregated dendrites", eLife 6:e22901, doi:10.7554/eLife.22901
+(version of record v1). "Eq. n" tags use its numbering. Original code: jordan-g/Segregated-Dendrite-
+Deep-Learning at a41ebc8 ("the code"); where we depart from it or from the paper, a comment says so.
+Not included: learned feedback weights; the burst mechanism of Eqs. 36-37 (discussion only).
+
+Conventions. Time in ms, one step dt = 1 ms. Rates in spikes per step (phi_max = 0.2 = 200 Hz), which
+is what gives P0 = 100 and P1 = 500 their published meaning. Weights keep the paper's orientation,
+W[k] of shape (n_k, n_{k-1}), stored column-major so that W[k].T is a C-contiguous (n_{k-1}, n_k)
+array whose row j is the column of W[k] that a spike of unit j adds (event-driven input). One example
+at a time (online learning, batch size 1), as in the paper; unlike the code, vectors are 1-D, not (n, 1).
+
+Layers: k = 0 .. L-1 are hidden layers (basal, apical, soma), k = L is the output layer (dendrite,
+soma). "Population" p = 0 is the input, p = k + 1 is hidden layer k; population k feeds layer k.
+
+Example: python experiments.py --fig 3
+"""
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+
+import numpy as np
+from numba import njit
+
+DT = 1.0  # ms, time step; Methods "Simulation details". All rates are per step, so dt is fixed.
+
+# Paper's learning rates per architecture, in layer order (first hidden, ..., output); §1.17 of the spec,
+# Methods "Learning rate optimization".
+PAPER_ETAS = {(): (0.19,), (500,): (0.21, 0.21), (500, 100): (0.23, 0.23, 0.12)}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Config:
+    """All parameters of the model. Defaults = the paper (Table 1 and Methods). See PRESETS."""
+    # architecture
+    hidden: tuple = (500,)            # hidden-layer sizes; () = 784-10, (500, 100) = 784-500-100-10; Fig 6A
+    n_out: int = 10                   # output units, one per digit
+    # neurons and synapses
+    phi_max: float = 0.2              # spikes / step (200 Hz), maximum rate; Table 1
+    tau_L: float = 10.0               # ms, long synaptic time constant of kappa; Table 1
+    tau_s: float = 3.0                # ms, short synaptic time constant of kappa; Table 1
+    g_b: float = 0.6                  # basal -> soma conductance; Table 1
+    g_a: float = 0.0                  # apical -> soma conductance; Table 1 (0, 0.05 or 0.6: Fig 9)
+    g_d: float = 0.6                  # output dendrite -> soma conductance; Table 1
+    g_l: float = 0.1                  # leak conductance (= 1/tau_L in the code); Table 1
+    E_E: float = 8.0                  # excitatory reversal potential of the teaching current; Table 1
+    E_I: float = -8.0                 # inhibitory reversal potential; Table 1
+    teach_scale: str = "unscaled"     # "unscaled": C_m dV/dt = ... + I (the code, spec §1.5); "literal": I/tau
+    psp: str = "exact"                # "exact": untruncated kappa (Eq 12); "truncated10": the code's 10 steps
+    spiking: bool = True              # False = the code's rate ("non-spiking") mode; not the paper's model
+    spiking_feedback: bool = True     # False = apical input Y phi (rates) instead of Y s; Fig 7A red
+    # phases (steps = ms)
+    t_settle: int = 30                # settle time Delta t_s before averaging; Table 1, Eq 22
+    phase_min: int = 50               # minimum phase length; Methods "Simulation details"
+    random_phase_lengths: bool = True # add a Wald(mean, scale) extra length; Methods, Fig 4B
+    wald_mean: float = 2.0            # ms; Methods
+    wald_scale: float = 1.0           # ms; Methods
+    phase_round: str = "floor"        # "floor" = the code's int(); "round" = nearest step
+    window: str = "after_settle"      # "after_settle" = [start + 30, end] (Eqs 21-22); "last20" = the code
+    test_ms: int = 500                # test phase length; Methods (the code: 250)
+    reset_each_example: bool = False  # the code carries the state over between training examples
+    # feedback variants (Fig 6-S1, 8, 8-S1)
+    sparse_feedback: float = 0.0      # fraction of Y entries set to zero; Fig 8B uses 0.8
+    sparse_gain: float = 5.0          # factor on surviving Y entries; Fig 8B: 5, Fig 8-S1 blue: 1
+    symmetric_feedback: bool = False  # Y = W^T, recomputed after every update; Fig 8D
+    symmetric_noise_sd: float = 0.0   # SD of N(0, sd) added to W^T, resampled each example; Fig 8D: 0.05
+    stochastic_plateau: bool = False  # per-unit plateau times; Fig 6-S1
+    plateau_sd: float = math.sqrt(3)  # folded-normal spread of plateau offsets (paper sigma^2 = 3; code SD 3)
+    plateau_max: int = 5              # steps, largest plateau offset before the phase end; Methods
+    # learning
+    etas: tuple = (0.21, 0.21)        # learning rates (first hidden, ..., output); Methods, spec §1.17
+    # initialisation (the code's init_weights with use_weight_optimization; spec §1.13)
+    V_avg: float = 3.0                # target mean dendritic voltage
+    V_sd: float = 3.0                 # target SD of dendritic voltage (3 +- 3*3 spans -6..12; Methods)
+    b_avg: float = 0.8                # bias mean
+    b_sd: float = 0.001               # bias SD
+    init_spread: float = 3.465        # the code's constant, ~2*sqrt(3): actual SD of W is 2*W_sd (spec §1.13)
+
+    def __post_init__(self):
+        def bad(name, why):
+            raise ValueError(f"Config.{name}={getattr(self, name)!r}: {why}")
+        for name in ("g_b", "g_d", "g_l", "phi_max", "tau_L", "tau_s", "wald_mean", "wald_scale"):
+            if not getattr(self, name) > 0:
+                bad(name, "must be > 0")
+        for name in ("g_a", "b_sd", "symmetric_noise_sd", "plateau_sd", "V_sd"):
+            if getattr(self, name) < 0:
+                bad(name, "must be >= 0 (a conductance or a spread cannot be negative)")
+        if self.tau_L == self.tau_s:
+            bad("tau_s", "must differ from tau_L (kappa divides by tau_L - tau_s)")
+        if any(int(n) != n or n < 1 for n in self.hidden):
+            bad("hidden", "must be a tuple of positive layer sizes, e.g. (500,) or () for no hidden layer")
+        if self.n_out < 2:
+            bad("n_out", "need at least 2 output units")
+        if len(self.etas) != len(self.hidden) + 1:
+            bad("etas", f"needs {len(self.hidden) + 1} learning rates for hidden={self.hidden} "
+                        f"(use with_hidden(cfg, hidden), which takes PAPER_ETAS)")
+        if any(e < 0 for e in self.etas):
+            bad("etas", "learning rates must be >= 0")
+        for name, allowed in (("psp", ("exact", "truncated10")), ("window", ("after_settle", "last20")),
+                              ("teach_scale", ("unscaled", "literal")), ("phase_round", ("floor", "round"))):
+            if getattr(self, name) not in allowed:
+                bad(name, f"must be one of {allowed}")
+        if not 0 <= self.sparse_feedback < 1:
+            bad("sparse_feedback", "fraction of zeroed feedback weights must be in [0, 1)")
+        if self.t_settle < 0:
+            bad("t_settle", "must be >= 0")
+        if self.phase_min <= self.t_settle or self.phase_min < 20:
+            bad("phase_min", f"phase must be longer than the settle time t_settle={self.t_settle} and >= 20")
+        if self.test_ms <= self.t_settle:
+            bad("test_ms", f"test phase must be longer than the settle time t_settle={self.t_settle}")
+        if self.psp == "truncated10" and self.window == "after_settle" and self.t_settle < 10:
+            bad("t_settle", "truncated10 needs an averaging window starting >= 10 steps into the phase")
+        if self.plateau_max < 0 or self.plateau_max > self.phase_min - 30:
+            bad("plateau_max", "must be in [0, phase_min - 30]")
+
+    # derived constants, each computed here only
+    @property
+    def k_b(self):  # Eq 34: basal attenuation of the soma's steady state
+        return self.g_b / (self.g_l + self.g_b + self.g_a)
+
+    @property
+    def k_d(self):  # Eq 27: output dendrite attenuation
+        return self.g_d / (self.g_l + self.g_d)
+
+    @property
+    def P0(self):   # Eq 35, Table 1: hidden error scaling 20 / phi_max (= 100 per step)
+        return 20.0 / self.phi_max
+
+    @property
+    def P1(self):   # Eq 29, Table 1: output error scaling 20 / phi_max^2 (= 500 per step)
+        return 20.0 / self.phi_max ** 2
+
+    @property
+    def d_L(self):  # per-step decay of the long trace, exp(-dt / tau_L) (spec §1.3)
+        return math.exp(-DT / self.tau_L)
+
+    @property
+    def d_s(self):  # per-step decay of the short trace, exp(-dt / tau_s)
+        return math.exp(-DT / self.tau_s)
+
+
+def with_hidden(cfg, hidden):
+    """cfg with other hidden layers and the paper's learning rates for that network (PAPER_ETAS)."""
+    hidden = tuple(hidden)
+    if hidden not in PAPER_ETAS:
+        raise ValueError(f"no paper learning rates for hidden={hidden}; use replace(cfg, hidden=..., etas=...)")
+    return replace(cfg, hidden=hidden, etas=PAPER_ETAS[hidden])
+
+
+PAPER = Config()
+# The code's default at HEAD (rate mode): no spikes, no conductance dynamics, somata at steady state.
+# Not the paper's model (spec §3.1 #12).
+RATE = replace(PAPER, spiking=False, spiking_feedback=False, random_phase_lengths=False)
+# The code's choices where they differ from the paper (spec §3.1): 10-step kernel, last-20-step
+# averages, 250-ms test phase, plateau spread SD 3 (#1, #2, #3, #5).
+ORIGINAL_CODE = replace(PAPER, psp="truncated10", window="last20", test_ms=250, plateau_sd=3.0)
+PRESETS = {"paper": PAPER, "rate": RATE, "original_code": ORIGINAL_CODE}
+
+
+def sigma(x):
+    """Logistic function (Eq 17)."""
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def dsigma(x):
+    """Derivative of the logistic function."""
+    s = sigma(x)
+    return s * (1.0 - s)
+
+
+def kappa(t, cfg):
+    """PSP kernel of Eq 12 at times t (ms); 0 for t <= 0."""
+    t = np.asarray(t, dtype=np.float64)
+    k = (np.exp(-t / cfg.tau_L) - np.exp(-t / cfg.tau_s)) / (cfg.tau_L - cfg.tau_s)  # Eq 12
+    return np.where(t > 0, k, 0.0)
+
+
+def psp_traces(n, cfg, lag=False):
+    """Filtered spike train s_t of spike counts n (T, units) by the two-trace recursion (spec §1.3).
+
+    lag=False: paper convention, s_t = sum_{u<=t} kappa(t-u) n_u (a spike acts from the next step).
+    lag=True: the code's convention, s_t = sum_{u<=t} kappa(t-u+1) n_u (the newest spike weighs kappa(1)).
+    """
+    x_L = np.zeros(n.shape[1:])
+    x_s = np.zeros(n.shape[1:])
+    s = np.zeros(n.shape)
+    for t in range(n.shape[0]):
+        if lag:
+            x_L = cfg.d_L * (x_L + n[t])
+            x_s = cfg.d_s * (x_s + n[t])
+        else:
+            x_L = cfg.d_L * x_L + n[t]                              # long trace
+            x_s = cfg.d_s * x_s + n[t]                              # short trace
+        s[t] = (x_L - x_s) / (cfg.tau_L - cfg.tau_s)                # Eqs 11-12
+    return s
+
+
+def phase_lengths(n, cfg, rng, discrete=True):
+    """n phase lengths in steps: phase_min + Wald(wald_mean, wald_scale) (Methods; Fig 4B)."""
+    if not cfg.random_phase_lengths:
+        return np.full(n, cfg.phase_min, dtype=np.int64)
+    extra = rng.wald(cfg.wald_mean, cfg.wald_scale, size=n)
+    if not discrete:
+        return cfg.phase_min + extra
+    extra = np.floor(extra) if cfg.phase_round == "floor" else np.rint(extra)   # the code: int() (§3.1 #9)
+    return cfg.phase_min + extra.astype(np.int64)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Network, state and initialisation
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class Network:
+    """Weights. W[k]: (n_k, n_{k-1}), b[k]: (n_k,), Y[k]: (n_k, n_out) for hidden layer k.
+
+    float32: the updates (~1e-3 of |W|) are far above float32 resolution (6e-8 relative), and the
+    spiking noise is far above the rounding noise; halving the memory traffic doubles the speed.
+    """
+    W: list
+    b: list
+    Y: list
+    Y_mask: list = field(default_factory=list)   # sparse feedback: True where Y is kept
+
+
+def init_weights(n_in, cfg, rng):
+    """The code's init_weights (use_weight_optimization=True), exactly (spec §1.13). Returns a Network."""
+    sizes = (n_in,) + tuple(cfg.hidden) + (cfg.n_out,)
+    L = len(cfg.hidden)
+    nu = cfg.phi_max * 0.25                      # slope of the linear region of phi_max * sigma
+    V_sm = cfg.V_sd ** 2 + cfg.V_avg ** 2        # second moment of the dendritic voltage
+    W, b, Y = [None] * (L + 1), [None] * (L + 1), [None] * L
+    moments = {}
+    for k in range(L, -1, -1):                   # top down, as the code (same draw order)
+        N = sizes[k]                             # fan-in
+        W_avg = (cfg.V_avg - cfg.b_avg) / (nu * N * cfg.V_avg)
+        W_sm = (V_sm + nu ** 2 * (N - N ** 2) * W_avg ** 2 * cfg.V_avg ** 2
+                - 2 * N * nu * cfg.b_avg * cfg.V_avg * W_avg - cfg.b_avg ** 2) / (N * nu ** 2 * V_sm)
+        W_sd = math.sqrt(W_sm - W_avg ** 2)
+        moments[k] = (W_avg, W_sd)
+        W[k] = W_avg + cfg.init_spread * W_sd * rng.uniform(-1, 1, size=(sizes[k + 1], N))
+        b[k] = cfg.b_avg + cfg.init_spread * cfg.b_sd * rng.uniform(-1, 1, size=sizes[k + 1])
+        if k > 0:   # Y for hidden layer k-1, drawn with the fan-in of the layer above it (code l.257)
+            Y[k - 1] = W_avg + cfg.init_spread * W_sd * rng.uniform(-1, 1, size=(N, cfg.n_out))
+    net = Network([np.asfortranarray(w, np.float32) for w in W], [v.astype(np.float32) for v in b],
+                  [np.asfortranarray(y, np.float32) for y in Y])
+    if cfg.sparse_feedback > 0:   # Fig 8: zero a fraction of Y (without replacement), scale the rest
+        for k in range(L):
+            drop = rng.choice(net.Y[k].size, int(cfg.sparse_feedback * net.Y[k].size), replace=False)
+            mask = np.ones(net.Y[k].size, dtype=bool)
+            mask[drop] = False
+            net.Y_mask.append(mask.reshape(net.Y[k].shape, order="F"))
+            net.Y[k] *= net.Y_mask[k] * np.float32(cfg.sparse_gain)
+    if cfg.symmetric_feedback:
+        make_symmetric(net, cfg, rng)
+    return net
+
+
+def make_symmetric(net, cfg, rng):
+    """Y^(L-1) = W_L^T (+ noise), Y^k = (W_(k+1)^T + noise) Y^(k+1) under broadcast (code l.306-343)."""
+    L = len(net.W) - 1
+    for k in range(L - 1, -1, -1):
+        W_above = net.W[k + 1].T.astype(np.float64)
+        if cfg.symmetric_noise_sd > 0:
+            W_above = W_above + rng.normal(0.0, cfg.symmetric_noise_sd, size=W_above.shape)
+        Y = W_above if k == L - 1 else W_above @ net.Y[k + 1]
+        if net.Y_mask:   # the code re-applies the sparse mask and gain (l.660-666)
+            Y = Y * net.Y_mask[k] * cfg.sparse_gain
+        net.Y[k] = np.asfortranarray(Y, np.float32)
+
+
+@dataclass
+class State:
+    """Dynamic state carried between phases (and, as in the code, between training examples).
+
+    S[k] (5, n_k): postsynaptic traces u_L = W x_L, u_s = W x_s of the basal input, the same two for
+    the apical input (hidden layers), and the somatic potential V. R[k] (20, n_k): ring of the last 10
+    steps' basal and apical increments (truncated10 kernel). x_pre[p] (2, n_p): presynaptic traces at
+    the end of the last phase (float64, to carry the exact kernel across phases). x_out, n_out_hist:
+    output spike traces and last 10 counts; phi_out: output rates of the last step (rate feedback).
+    """
+    S: list
+    R: list
+    x_pre: list
+    x_out: np.ndarray
+    n_out_hist: np.ndarray
+    phi_out: np.ndarray
+    pos: int = 0
+
+
+def init_state(net):
+    """All-zero state for `net` (the code's clear_vars)."""
+    n = [w.shape[0] for w in net.W]
+    return State([np.zeros((5, m), np.float32) for m in n], [np.zeros((20, m), np.float32) for m in n],
+                 [np.zeros((2, w.shape[1])) for w in net.W], np.zeros((2, n[-1])), np.zeros((10, n[-1])),
+                 np.zeros(n[-1], np.float32))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Randomness, drawn in bulk in NumPy and passed to the step loop (style rule 8)
+# ---------------------------------------------------------------------------------------------------
+
+def draw_input_spikes(x, T, cfg, rng):
+    """Poisson input spikes, rate phi_max * x per step, over T steps (Methods "Training paradigm").
+
+    Exact and cheap: the total count of all inputs in a step is Poisson(sum of rates) and each spike
+    belongs to unit j with probability rate_j / sum (Poisson splitting). Returns CSR arrays (ptr, idx):
+    the spikes of step t are idx[ptr[t]:ptr[t+1]] (a unit may appear twice: counts > 1, spec §3.1 #16).
+    """
+    r = cfg.phi_max * np.asarray(x, dtype=np.float64)               # spikes / step
+    cum = np.cumsum(r)
+    counts = rng.poisson(cum[-1], size=T) if cum[-1] > 0 else np.zeros(T, np.int64)
+    idx = np.searchsorted(cum, rng.random(counts.sum()) * cum[-1], side="right")
+    return np.concatenate(([0], np.cumsum(counts))), idx
+
+
+def draw_candidates(n, T, cfg, rng):
+    """Thinning (exact): candidate spikes at the maximum rate phi_max for each of n units and T steps.
+
+    A candidate of unit i at step t is kept iff its uniform u < sigma(V_i(t)); the kept counts are then
+    Poisson(phi_max sigma(V_i(t))) = Poisson(phi_i(t)) (Eq 17). Candidates are drawn as in
+    draw_input_spikes (equal rates). Returns (ptr, idx, u).
+    """
+    counts = rng.poisson(cfg.phi_max * n, size=T)
+    total = counts.sum()
+    return np.concatenate(([0], np.cumsum(counts))), rng.integers(0, n, size=total), rng.random(total)
+
+
+def plateau_offsets(n, cfg, rng):
+    """Stochastic plateau offsets (steps before the phase end): min(int(|N(0, sd)|), plateau_max)."""
+    return np.minimum(np.abs(rng.normal(0.0, cfg.plateau_sd, size=n)).astype(np.int64), cfg.plateau_max)
+
+
+@lru_cache(maxsize=512)
+def _window_tables(T, lo, hi, psp, tau_L, tau_s):
+    """Per-spike weights for event-driven window sums of the PSP (closed-form geometric sums).
+
+    K[u] = sum over t in [lo, hi) of the kernel weight of a spike emitted at step u, so the window sum
+    of s is sum over spikes of K[u]; E_L[u], E_s[u] = d^(T-1-u), a spike's share of the end-of-phase
+    traces; G_L, G_s = sum_{t in [lo, hi)} d^(t+1), the weight of the traces at the phase start.
+    """
+    d_L, d_s, inv = math.exp(-DT / tau_L), math.exp(-DT / tau_s), 1.0 / (tau_L - tau_s)
+    u = np.arange(T)
+    if psp == "exact":   # spike at u weighs kappa(t - u), kappa(0) = 0 (paper convention)
+        a = np.maximum(lo, u) - u                 # first lag in the window
+        e = hi - 1 - u                            # last lag in the window
+        geo = lambda d: np.where(e >= a, (d ** a - d ** (e + 1)) / (1 - d), 0.0)
+        K = (geo(d_L) - geo(d_s)) * inv
+        E_L, E_s = d_L ** (T - 1 - u), d_s ** (T - 1 - u)
+        t = np.arange(lo, hi)
+        G = (np.sum(d_L ** (t + 1)), np.sum(d_s ** (t + 1)))
+    else:                # spike at u weighs kappa(t - u + 1) for t - u + 1 in 1..10 (the code)
+        k10 = (d_L ** np.arange(1, 11) - d_s ** np.arange(1, 11)) * inv
+        K = np.array([k10[max(lo, v) - v:max(min(hi - 1, v + 9) - v + 1, 0)].sum() for v in u])
+        E_L = E_s = np.zeros(T)
+        G = (0.0, 0.0)
+    return K, E_L, E_s, G
+
+
+def _constants(cfg):
+    """Scalars of the step loop, in the order the kernels read them."""
+    I_scale = 1.0 if cfg.teach_scale == "unscaled" else cfg.g_l    # spec §1.5, §3.1 #4
+    return np.array([cfg.d_L, cfg.d_s, 1.0 / (cfg.tau_L - cfg.tau_s), cfg.g_l, cfg.g_b, cfg.g_a,
+                     cfg.g_d, cfg.phi_max, cfg.E_E, cfg.E_I, DT, I_scale])
+
+
+def _kappa10(cfg):
+    return kappa(np.arange(1, 11), cfg)   # kappa(1..10): the code's truncated kernel (l.162-168)
+
+
+# ---------------------------------------------------------------------------------------------------
+# One phase of the spiking network (Eqs 11-22)
+# ---------------------------------------------------------------------------------------------------
+
+def run_phase(net, state, x, T, label, cfg, rng, offsets=None, record=False, jit=True):
+    """Simulate one forward (label None) or target phase of T steps; update `state` in place.
+
+    Parameters
+    ----------
+    net, state : Network, State
+    x : (n_in,) pixels in [0, 1]; input rates are phi_max * x.
+    T : int, phase length in steps.
+    label : int or None; in the target phase the teaching current (Eq 20) drives unit `label`.
+    offsets : list of (n_k,) plateau offsets per hidden layer, or None (synchronous plateaus).
+    record : also return the traces (T, 4, n_k) per layer: V_b, V_a, V, spike counts.
+    jit : use the Numba kernel (False: the NumPy twin, same maths, slow).
+
+    Returns a dict of window averages: V (per layer), V_a (hidden), phi_out, s (presynaptic PSPs per
+    population, the s-bar of Eqs 28 and 33), spike counts and, for the code's kernel, the spikes of
+    the last 10 steps.
+    """
+    L = len(net.W) - 1
+    n = [w.shape[0] for w in net.W]
+    lo, hi = (cfg.t_settle, T) if cfg.window == "after_settle" else (T - 20, T)   # Eq 22; code: last 20
+    # apical window per unit: synchronous = the averaging window (Eq 21); stochastic plateau times end
+    # `offset` steps before the phase end and average the last 30 ms (paper) or 20 steps (the code)
+    lo_a, hi_a = [], []
+    for k in range(L):
+        if offsets is None:
+            lo_a.append(np.full(n[k], lo, np.int64))
+            hi_a.append(np.full(n[k], hi, np.int64))
+        else:
+            hi_a.append(T - offsets[k])
+            lo_a.append(hi_a[k] - (30 if cfg.window == "after_settle" else 20))
+    K, E_L, E_s, (G_L, G_s) = _window_tables(T, lo, hi, cfg.psp, cfg.tau_L, cfg.tau_s)
+    c = _constants(cfg)
+    inv = c[2]
+    # presynaptic window sums start from the traces carried in from before the phase (exact kernel)
+    P = []
+    for p in range(L + 1):
+        xL, xs = state.x_pre[p]
+        P.append(np.stack([(xL * G_L - xs * G_s) * inv, xL * E_L[0] * cfg.d_L, xs * E_s[0] * cfg.d_s]))
+    A = [np.zeros((2, m)) for m in n]
+    in_ptr, in_idx = draw_input_spikes(x, T, cfg, rng)
+    cand = [draw_candidates(m, T, cfg, rng) for m in n]
+    acc = [np.zeros(len(cd[1]), np.uint8) for cd in cand]
+    gE = np.zeros(n[L], np.float32)
+    gI = np.zeros(n[L], np.float32)
+    if label is not None:   # target phase: g_E = 1 on the target unit, g_I = 1 on the others (Methods)
+        gE[label], gI[:] = 1.0, 1.0
+        gI[label] = 0.0
+    rec = [np.zeros((T if record else 1, 4, m), np.float32) for m in n]
+    dummy_Y = (np.zeros((n[L], 1), np.float32),)
+    dummy_w = (np.zeros(1, np.int64),)
+    args = (T, lo, hi, tuple(w.T for w in net.W), tuple(net.b),
+            tuple(y.T for y in net.Y) if L else dummy_Y, tuple(state.S), tuple(state.R),
+            state.x_out, state.n_out_hist, state.phi_out, state.pos, in_ptr, in_idx,
+            tuple(cd[0] for cd in cand), tuple(cd[1] for cd in cand), tuple(cd[2] for cd in cand),
+            tuple(acc), tuple(lo_a) if L else dummy_w, tuple(hi_a) if L else dummy_w,
+            K, E_L, E_s, tuple(P), tuple(A), gE, gI, tuple(rec), record, c, _kappa10(cfg),
+            cfg.psp == "truncated10", cfg.spiking_feedback)
+    state.pos = (_phase_kernel if jit else _phase_numpy)(*args)
+    for p in range(L + 1):
+        state.x_pre[p] = P[p][1:]
+    W_len = hi - lo
+    out = {"V": [A[k][0] / W_len for k in range(L + 1)],
+           "V_a": [A[k][1] / (hi_a[k] - lo_a[k]) for k in range(L)],
+           "phi_out": A[L][1] / W_len,
+           "s": [P[p][0] / W_len for p in range(L + 1)],
+           "n_spikes": [int(len(in_idx))] + [int(a.sum()) for a in acc],
+           "T": T}
+    if cfg.psp == "truncated10":   # spikes of the last 10 steps per population (exact update of R)
+        last = []
+        for p in range(L + 1):
+            if p == 0:
+                last.append([in_idx[in_ptr[t]:in_ptr[t + 1]] for t in range(T - 10, T)])
+            else:
+                ptr, idx, _ = cand[p - 1]
+                a = acc[p - 1].astype(bool)
+                last.append([idx[ptr[t]:ptr[t + 1]][a[ptr[t]:ptr[t + 1]]] for t in range(T - 10, T)])
+        out["last10"] = last
+    if record:
+        out["trace"] = rec
+    if offsets is not None:
+        out["plateau_time"] = [h - 1 for h in hi_a]
+    return out
+
+
+def _phase_numpy(T, lo, hi, WT, b, YT, S, R, x_out, n_out_hist, phi_out, pos, in_ptr, in_idx,
+                 c_ptr, c_idx, c_u, acc, lo_a, hi_a, K, E_L, E_s, P, A, gE, gI, rec, record, c,
+                 kappa10, truncated, spiking_fb):
+    """NumPy twin of _phase_kernel: the step loop of one phase, vectorised over units. Returns pos."""
+    d_L, d_s, inv, g_l, g_b, g_a, g_d, phi_max, E_E, E_I, dt, I_scale = c
+    L = len(WT) - 1
+    inc = np.zeros(WT[0].shape[1], np.float32)
+    for t in range(T):
+        # ---- input spikes: one shared increment W0[:, j] per spike for both traces (Eq 11) ----
+        j = in_idx[in_ptr[t]:in_ptr[t + 1]]
+        inc = WT[0][j].sum(axis=0, dtype=np.float32)
+        np.add.at(P[0][0], j, K[t])                      # window sum of s_in (s-bar, Eqs 33, 35)
+        np.add.at(P[0][1], j, E_L[t])                    # presynaptic traces at the phase end
+        np.add.at(P[0][2], j, E_s[t])
+        for k in range(L + 1):
+            Sk = S[k]
+            # ---- basal / output dendrite: V_b = W s + b (Eqs 13, 18) ----
+            if truncated:   # the code: s = sum_{m=1..10} kappa(m) n_{t-m+1}
+                R[k][pos] = inc
+                Vb = b[k] + sum(kappa10[m] * R[k][(pos - m) % 10] for m in range(10))
+            else:
+                Sk[0] = d_L * Sk[0] + inc                # u_L = W x_L
+                Sk[1] = d_s * Sk[1] + inc                # u_s = W x_s
+                Vb = (Sk[0] - Sk[1]) * inv + b[k]        # Eqs 12-13
+            if k < L:
+                # ---- apical: V_a = Y s_out, output spikes up to the previous step (Eq 13) ----
+                if not spiking_fb:
+                    Va = YT[k].T @ phi_out               # Fig 7A, rate feedback
+                elif truncated:
+                    Va = sum(kappa10[m - 1] * R[k][10 + (pos - m) % 10] for m in range(1, 11))
+                else:
+                    Va = (Sk[2] - Sk[3]) * inv
+                dV = -g_l * Sk[4] + g_b * (Vb - Sk[4]) + g_a * (Va - Sk[4])        # Eq 14
+                in_win = (lo_a[k] <= t) & (t < hi_a[k])
+                A[k][1] += np.where(in_win, Va, 0.0)     # plateau average (Eq 21)
+            else:
+                I = I_scale * (gE * (E_E - Sk[4]) + gI * (E_I - Sk[4]))             # Eq 20
+                dV = -g_l * Sk[4] + g_d * (Vb - Sk[4]) + I                          # Eq 19
+                Va = np.zeros_like(Vb)
+            Sk[4] += dt * dV
+            if lo <= t < hi:
+                A[k][0] += Sk[4]                         # somatic average
+                if k == L:
+                    A[k][1] += phi_max * sigma(Sk[4])    # output rate average (Eq 6)
+            # ---- spikes by thinning: keep a candidate iff u < sigma(V) (Eq 17) ----
+            e0, e1 = c_ptr[k][t], c_ptr[k][t + 1]
+            i = c_idx[k][e0:e1]
+            keep = c_u[k][e0:e1] < sigma(Sk[4][i].astype(np.float64))
+            acc[k][e0:e1] = keep
+            spk = i[keep]
+            if record:
+                rec[k][t, 0], rec[k][t, 1], rec[k][t, 2] = Vb, Va, Sk[4]
+                np.add.at(rec[k][t, 3], spk, 1.0)
+            if k < L:                                    # spikes feed layer k + 1
+                inc = WT[k + 1][spk].sum(axis=0, dtype=np.float32)
+                np.add.at(P[k + 1][0], spk, K[t])
+                np.add.at(P[k + 1][1], spk, E_L[t])
+                np.add.at(P[k + 1][2], spk, E_s[t])
+            else:
+                n_out = np.bincount(spk, minlength=len(b[L])).astype(np.float64)
+        # ---- output spikes reach the apical dendrites from the next step on ----
+        x_out[0] = d_L * (x_out[0] + n_out)
+        x_out[1] = d_s * (x_out[1] + n_out)
+        n_out_hist[pos] = n_out
+        phi_out[:] = phi_max * sigma(S[L][4])
+        for k in range(L):
+            incA = (YT[k] * n_out[:, None]).sum(axis=0, dtype=np.float32)
+            if truncated:
+                R[k][10 + pos] = incA
+            else:
+                S[k][2] = d_L * (S[k][2] + incA)
+                S[k][3] = d_s * (S[k][3] + incA)
+        pos = (pos + 1) % 10
+    return pos
+
+
+# ---------------------------------------------------------------------------------------------------
+# Learning (Eqs 23-35, 38-41)
+# ---------------------------------------------------------------------------------------------------
+
+def output_error(phi_t, V_f, cfg):
+    """E_L = -k_d phi_max (phi* - phi_max sigma(V-bar^f)) sigma'(V-bar^f), the factor of Eq 28."""
+    return -cfg.k_d * cfg.phi_max * (phi_t - cfg.phi_max * sigma(V_f)) * dsigma(V_f)        # Eq 28
+
+
+def hidden_error(alpha_t, alpha_f, V_f, cfg):
+    """E_k = -k_b phi_max (alpha^t - alpha^f) sigma'(V-bar^f), the factor of Eq 33."""
+    return -cfg.k_b * cfg.phi_max * (alpha_t - alpha_f) * dsigma(V_f)                        # Eq 33
+
+
+def update_weights(net, k, E, s, eta, P):
+    """W_k -= eta P E s^T, b_k -= eta P E (Eqs 29, 35). Returns the scale -eta P (for trace fixes)."""
+    scale = -eta * P
+    net.W[k] += (scale * np.outer(E, s)).astype(np.float32)   # Eq 29 (output) / Eq 35 (hidden)
+    net.b[k] += (scale * E).astype(np.float32)
+    return scale
+
+
+def train_example(net, state, x, label, cfg, rng, record=False, jit=True):
+    """One training example: forward phase, target phase, one update of all layers (Methods; spec §1.20).
+
+    Returns a dict: L0 (Eq 32, first hidden layer) and L1 (Eq 23, output), the predicted class of the
+    forward phase, alpha_f/alpha_t, the backprop angle of the first hidden layer (spec §1.19; degrees),
+    and with record=True the traces, the Jacobians of Fig 5-S1 and the phase lengths.
+    """
+    if not cfg.spiking:
+        return rate_train_example(net, x, label, cfg, rng)
+    L = len(net.W) - 1
+    if cfg.reset_each_example:
+        _reset(state)
+    T_f, T_t = (int(v) for v in phase_lengths(2, cfg, rng))
+    off_f = off_t = None
+    if cfg.stochastic_plateau:
+        off_f = [plateau_offsets(net.W[k].shape[0], cfg, rng) for k in range(L)]
+        off_t = [plateau_offsets(net.W[k].shape[0], cfg, rng) for k in range(L)]
+    f = run_phase(net, state, x, T_f, None, cfg, rng, off_f, record, jit)
+    t = run_phase(net, state, x, T_t, int(label), cfg, rng, off_t, record, jit)
+    alpha_f = [sigma(v) for v in f["V_a"]]                                                 # Eq 21
+    alpha_t = [sigma(v) for v in t["V_a"]]
+    V_f = f["V"]
+    E = [None] * (L + 1)
+    E[L] = output_error(t["phi_out"], V_f[L], cfg)                                           # Eq 28
+    for k in range(L):
+        E[k] = hidden_error(alpha_t[k], alpha_f[k], V_f[k], cfg)                             # Eqs 33, 39-40
+    info = {"L1": float(np.sum((t["phi_out"] - cfg.phi_max * sigma(V_f[L])) ** 2)),           # Eq 23
+            "L0": float(np.sum((alpha_t[0] - alpha_f[0]) ** 2)) if L else 0.0,               # Eq 32
+            "pred": int(np.argmax(V_f[L])), "alpha_f": alpha_f, "alpha_t": alpha_t,
+            "n_spikes": [a + b for a, b in zip(f["n_spikes"], t["n_spikes"])], "T": (T_f, T_t)}
+    if record:
+        info.update(trace_f=f["trace"], trace_t=t["trace"], V_a_f=f["V_a"], V_a_t=t["V_a"])
+        if L:
+            info["J_beta"], info["J_gamma"] = jacobians(net, V_f[L], cfg)
+    if cfg.stochastic_plateau:
+        info["plateau_time"] = (f["plateau_time"], t["plateau_time"])
+    # updates from the top down, as the code (spec §3.1 #17); the backprop error uses the new W_(k+1)
+    E_bp = E[L]
+    for k in range(L, -1, -1):
+        if k < L:
+            E_bp = (net.W[k + 1].T @ E_bp) * cfg.k_b * cfg.phi_max * dsigma(V_f[k])          # spec §1.19
+            if k == 0:
+                info["angle"] = _angle(E[0], E_bp)
+        eta, P = cfg.etas[k], (cfg.P1 if k == L else cfg.P0)
+        scale = update_weights(net, k, E[k], f["s"][k], eta, P)
+        _fix_traces(state, k, scale * E[k], f["s"][k], t, cfg)
+    if cfg.symmetric_feedback:
+        make_symmetric(net, cfg, rng)
+        _refresh_apical(net, state, cfg)
+    return info
+
+
+def _fix_traces(state, k, scaled_E, s, phase, cfg):
+    """After W_k += scaled_E s^T, make the postsynaptic traces equal W_k(new) x again (exact)."""
+    if cfg.psp == "exact":
+        state.S[k][0] += (scaled_E * (s @ state.x_pre[k][0])).astype(np.float32)
+        state.S[k][1] += (scaled_E * (s @ state.x_pre[k][1])).astype(np.float32)
+    else:   # ring slot of step T-10+i is (pos - 10 + i) % 10
+        for i, spk in enumerate(phase["last10"][k]):
+            state.R[k][(state.pos - 10 + i) % 10] += (scaled_E * s[spk].sum()).astype(np.float32)
+
+
+def _refresh_apical(net, state, cfg):
+    """After Y changed: apical traces = Y x_out (exact) or ring = Y n_out (truncated)."""
+    for k in range(len(net.Y)):
+        if cfg.psp == "exact":
+            state.S[k][2] = net.Y[k] @ state.x_out[0]
+            state.S[k][3] = net.Y[k] @ state.x_out[1]
+        else:
+            state.R[k][10:] = state.n_out_hist @ net.Y[k].T
+
+
+def _reset(state):
+    for a in state.S + state.R + state.x_pre + [state.x_out, state.n_out_hist, state.phi_out]:
+        a[...] = 0
+    state.pos = 0
+
+
+def _angle(a, b):
+    """Angle in degrees between two vectors (nan if one is zero)."""
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na == 0 or nb == 0:
+        return float("nan")
+    return float(np.degrees(np.arccos(np.clip(a @ b / (na * nb), -1.0, 1.0))))
+
+
+def jacobians(net, V_out_f, cfg):
+    """J_beta = phi_max sigma'(V-bar_out) * k_d W_L, J_gamma = sigma'(Y phi_max sigma(V-bar_out)) * Y
+    for the last hidden layer (Theorem 1; Fig 5-S1; code l.564-565). Rows scaled."""
+    J_beta = (cfg.phi_max * dsigma(V_out_f))[:, None] * (cfg.k_d * net.W[-1])
+    Y = net.Y[-1]
+    J_gamma = dsigma(Y @ (cfg.phi_max * sigma(V_out_f)))[:, None] * Y
+    return J_beta, J_gamma
+
+
+def train_epoch(net, state, X, y, cfg, rng, record_every=0, progress=None, jit=True):
+    """Train on X, y in the given order, one example at a time. Returns per-example arrays
+    (L0, L1, correct, angle) and every `record_every`-th example's full info in "records"."""
+    N = len(X)
+    out = {"L0": np.zeros(N), "L1": np.zeros(N), "correct": np.zeros(N, bool), "angle": np.full(N, np.nan)}
+    if not cfg.spiking and not cfg.symmetric_feedback and not record_every:
+        for a in range(0, N, 1000):   # batched kernel calls, per-example results
+            r = _rate_train_many(net, X[a:a + 1000], y[a:a + 1000], cfg, jit)
+            for key in ("L0", "L1", "correct"):
+                out[key][a:a + 1000] = r[key]
+            if progress:
+                progress(min(1000, N - a))
+        return out
+    out["records"] = []
+    for i in range(N):
+        rec = record_every and i % record_every == 0
+        info = train_example(net, state, X[i], y[i], cfg, rng, record=bool(rec), jit=jit)
+        out["L0"][i], out["L1"][i] = info["L0"], info["L1"]
+        out["correct"][i] = info["pred"] == y[i]
+        out["angle"][i] = info.get("angle", np.nan)
+        if rec:
+            out["records"].append(info)
+        if progress:
+            progress(1)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Testing (Methods "Training paradigm"): one forward phase per image, fresh state, no teaching current;
+# the class is the output unit with the largest mean somatic potential.
+# ---------------------------------------------------------------------------------------------------
+
+def test_example(net, x, cfg, rng, jit=True):
+    """Mean somatic output potentials V-bar_L over [t_settle, test_ms) for one image."""
+    state = init_state(net)                       # the code clears the state before each test image
+    return run_phase(net, state, x, cfg.test_ms, None, cfg, rng, jit=jit)["V"][-1]
+
+
+def predict(net, X, cfg, rng, n_jobs=2, chunk=50, jit=True):
+    """Predicted classes for images X (N, n_in). Spiking mode runs chunks of `chunk` images in
+    `n_jobs` threads (the kernel releases the GIL); each chunk has its own Generator spawned from
+    one SeedSequence drawn from rng, so the result does not depend on n_jobs."""
+    X = np.asarray(X)
+    if not cfg.spiking:
+        return rate_forward(net, X, cfg)[-1].argmax(axis=1)
+    starts = range(0, len(X), chunk)
+    seeds = np.random.SeedSequence(int(rng.integers(2 ** 63))).spawn(len(starts))
+
+    def run(i):
+        g = np.random.default_rng(seeds[i])
+        a = starts[i]
+        return [int(np.argmax(test_example(net, x, cfg, g, jit))) for x in X[a:a + chunk]]
+
+    if n_jobs <= 1:
+        parts = [run(i) for i in range(len(starts))]
+    else:
+        with ThreadPoolExecutor(n_jobs) as pool:
+            parts = list(pool.map(run, range(len(starts))))
+    return np.array([p for part in parts for p in part], dtype=np.int64)
+
+
+def test_error(net, X, y, cfg, rng, n_jobs=2):
+    """Percentage of images classified wrongly."""
+    return float(100.0 * np.mean(predict(net, X, cfg, rng, n_jobs) != np.asarray(y)))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Rate mode: the code's "non-spiking" default at HEAD (spec §1.18). Two steps per phase, averages
+# over one step, so every quantity is its steady state: V = k_b V_b (hidden), V = k_d V_b (output,
+# forward), V = (g_d V_b + g_E E_E + g_I E_I) / (g_l + g_d + g_E + g_I) (output, target); the
+# presynaptic factor s is the rate phi of the layer below (the input: phi_max x). Not the paper's model.
+# ---------------------------------------------------------------------------------------------------
+
+def rate_forward(net, X, cfg):
+    """Forward-phase somatic potentials of every layer for a batch X (B, n_in) (rows are examples)."""
+    s = cfg.phi_max * np.asarray(X, np.float32)
+    V = []
+    for k in range(len(net.W)):
+        Vb = s @ net.W[k].T + net.b[k]                               # Eqs 13, 18
+        V.append((cfg.k_d if k == len(net.W) - 1 else cfg.k_b) * Vb)  # steady states (Eqs 26, 34)
+        s = cfg.phi_max * sigma(V[-1])                               # Eq 17
+    return V
+
+
+def rate_train_example(net, x, label, cfg, rng=None):
+    """One rate-mode example in NumPy (readable twin of _rate_kernel); updates net in place."""
+    L = len(net.W) - 1
+    s = [cfg.phi_max * np.asarray(x, np.float64)]
+    V = []
+    for k in range(L + 1):
+        Vb = net.W[k] @ s[k] + net.b[k]                                        # Eqs 13, 18
+        V.append((cfg.k_d if k == L else cfg.k_b) * Vb)                        # Eqs 26, 34
+        s.append(cfg.phi_max * sigma(V[k]))                                    # Eq 17
+    g_E = np.eye(cfg.n_out)[label]
+    g_I = 1.0 - g_E
+    V_t = (cfg.g_d * V[L] / cfg.k_d + g_E * cfg.E_E + g_I * cfg.E_I) / (cfg.g_l + cfg.g_d + g_E + g_I)
+    phi_t = cfg.phi_max * sigma(V_t)                                           # Eq 6
+    alpha_f = [sigma(net.Y[k] @ s[L + 1]) for k in range(L)]                   # Eq 21, rates fed back
+    alpha_t = [sigma(net.Y[k] @ phi_t) for k in range(L)]
+    E = [hidden_error(alpha_t[k], alpha_f[k], V[k], cfg) for k in range(L)]    # Eq 33
+    E.append(output_error(phi_t, V[L], cfg))                                   # Eq 28
+    info = {"L1": float(np.sum((phi_t - s[L + 1]) ** 2)),
+            "L0": float(np.sum((alpha_t[0] - alpha_f[0]) ** 2)) if L else 0.0,
+            "pred": int(np.argmax(V[L])), "alpha_f": alpha_f, "alpha_t": alpha_t}
+    E_bp = E[L]
+    for k in range(L, -1, -1):
+        if k < L:
+            E_bp = (net.W[k + 1].T @ E_bp) * cfg.k_b * cfg.phi_max * dsigma(V[k])
+            if k == 0:
+                info["angle"] = _angle(E[0], E_bp)
+        update_weights(net, k, E[k], s[k], cfg.etas[k], cfg.P1 if k == L else cfg.P0)   # Eqs 29, 35
+    if cfg.symmetric_feedback:
+        make_symmetric(net, cfg, rng)
+    return info
+
+
+def _rate_train_many(net, X, y, cfg, jit=True):
+    """Rate-mode training on X, y in order, with the Numba kernel (or its twin when jit=False)."""
+    if not jit:
+        infos = [rate_train_example(net, x, int(t), cfg) for x, t in zip(X, y)]
+        return {"L0": [i["L0"] for i in infos], "L1": [i["L1"] for i in infos],
+                "correct": [i["pred"] == t for i, t in zip(infos, y)]}
+    L = len(net.W) - 1
+    res = np.zeros((len(X), 3))
+    _rate_kernel(tuple(w.T for w in net.W), tuple(net.b),
+                 tuple(y_.T for y_ in net.Y) if L else (np.zeros((cfg.n_out, 1), np.float32),),
+                 np.ascontiguousarray(X, np.float32), np.asarray(y, np.int64),
+                 np.array([cfg.phi_max, cfg.k_b, cfg.k_d, cfg.g_l, cfg.g_d, cfg.E_E, cfg.E_I,
+                           cfg.P0, cfg.P1]), np.array(cfg.etas, np.float64), res)
+    return {"L0": res[:, 0], "L1": res[:, 1], "correct": res[:, 2] == np.asarray(y)}
+
+
+# ===================================================================================================
+# Numba kernels: same maths as above, explicit loops. Same banners and Eq. tags as their twins
+# (_phase_numpy, rate_train_example). No fastmath (results must be reproducible); NUMBA_DISABLE_JIT=1
+# turns them into plain Python for pdb.
+# ===================================================================================================
+
+@njit(cache=True, nogil=True)
+def _sig(v):
+    return 1.0 / (1.0 + math.exp(-v))
+
+
+@njit(cache=True, nogil=True)
+def _phase_kernel(T, lo, hi, WT, b, YT, S, R, x_out, n_out_hist, phi_out, pos, in_ptr, in_idx,
+                  c_ptr, c_idx, c_u, acc, lo_a, hi_a, K, E_L, E_s, P, A, gE, gI, rec, record, c,
+                  kappa10, truncated, spiking_fb):
+    """Step loop of one phase (twin: _phase_numpy). Returns the new ring position."""
+    d_L, d_s, inv, g_l, g_b, g_a, g_d = c[0], c[1], c[2], c[3], c[4], c[5], c[6]
+    phi_max, E_E, E_I, dt, I_scale = c[7], c[8], c[9], c[10], c[11]
+    L = len(b) - 1
+    n_max = 0
+    for k in range(L + 1):
+        n_max = max(n_max, b[k].shape[0])
+    inc = np.zeros(n_max, np.float32)       # basal increment of the current layer
+    nxt = np.zeros(n_max, np.float32)       # basal increment for the layer above
+    n_out_t = np.zeros(b[L].shape[0])
+    m1 = 0
+    for t in range(T):
+        # ---- input spikes: one shared increment W0[:, j] per spike for both traces (Eq 11) ----
+        m0 = WT[0].shape[1]
+        inc[:m0] = 0.0
+        for e in range(in_ptr[t], in_ptr[t + 1]):
+            j = in_idx[e]
+            w = WT[0][j]
+            for i in range(m0):
+                inc[i] += w[i]
+            P[0][0, j] += K[t]                   # window sum of s_in (s-bar, Eqs 33, 35)
+            P[0][1, j] += E_L[t]                 # presynaptic traces at the phase end
+            P[0][2, j] += E_s[t]
+        for k in range(L + 1):
+            Sk = S[k]
+            m = Sk.shape[1]
+            Rk = R[k]
+            in_win = lo <= t and t < hi
+            for i in range(m):
+                # ---- basal / output dendrite: V_b = W s + b (Eqs 13, 18) ----
+                if truncated:
+                    Rk[pos, i] = inc[i]
+                    Vb = 0.0
+                    for q in range(10):
+                        Vb += kappa10[q] * Rk[(pos - q) % 10, i]
+                    Vb += b[k][i]
+                else:
+                    Sk[0, i] = d_L * Sk[0, i] + inc[i]
+                    Sk[1, i] = d_s * Sk[1, i] + inc[i]
+                    Vb = (Sk[0, i] - Sk[1, i]) * inv + b[k][i]             # Eqs 12-13
+                V = Sk[4, i]
+                if k < L:
+                    # ---- apical: V_a = Y s_out, output spikes up to the previous step (Eq 13) ----
+                    if not spiking_fb:
+                        Va = 0.0
+                        for q in range(YT[k].shape[0]):
+                            Va += YT[k][q, i] * phi_out[q]
+                    elif truncated:
+                        Va = 0.0
+                        for q in range(1, 11):
+                            Va += kappa10[q - 1] * Rk[10 + (pos - q) % 10, i]
+                    else:
+                        Va = (Sk[2, i] - Sk[3, i]) * inv
+                    dV = -g_l * V + g_b * (Vb - V) + g_a * (Va - V)           # Eq 14
+                    if lo_a[k][i] <= t and t < hi_a[k][i]:
+                        A[k][1, i] += Va                                       # plateau average (Eq 21)
+                else:
+                    I = I_scale * (gE[i] * (E_E - V) + gI[i] * (E_I - V))      # Eq 20
+                    dV = -g_l * V + g_d * (Vb - V) + I                         # Eq 19
+                    Va = 0.0
+                V = np.float32(V + dt * dV)
+                Sk[4, i] = V
+                if in_win:
+                    A[k][0, i] += V                                            # somatic average
+                    if k == L:
+                        A[k][1, i] += phi_max * _sig(V)                        # output rate (Eq 6)
+                if record:
+                    rec[k][t, 0, i] = Vb
+                    rec[k][t, 1, i] = Va
+                    rec[k][t, 2, i] = V
+            # ---- spikes by thinning: keep a candidate iff u < sigma(V) (Eq 17) ----
+            if k < L:
+                m1 = WT[k + 1].shape[1]
+                nxt[:m1] = 0.0
+            else:
+                n_out_t[:] = 0.0
+            for e in range(c_ptr[k][t], c_ptr[k][t + 1]):
+                i = c_idx[k][e]
+                if c_u[k][e] < _sig(Sk[4, i]):
+                    acc[k][e] = 1
+                    if record:
+                        rec[k][t, 3, i] += 1.0
+                    if k < L:                              # spikes feed layer k + 1
+                        w = WT[k + 1][i]
+                        for q in range(m1):
+                            nxt[q] += w[q]
+                        P[k + 1][0, i] += K[t]
+                        P[k + 1][1, i] += E_L[t]
+                        P[k + 1][2, i] += E_s[t]
+                    else:
+                        n_out_t[i] += 1.0
+            if k < L:
+                inc[:m1] = nxt[:m1]
+        # ---- output spikes reach the apical dendrites from the next step on ----
+        n_o = n_out_t.shape[0]
+        for q in range(n_o):
+            x_out[0, q] = d_L * (x_out[0, q] + n_out_t[q])
+            x_out[1, q] = d_s * (x_out[1, q] + n_out_t[q])
+            n_out_hist[pos, q] = n_out_t[q]
+            phi_out[q] = phi_max * _sig(S[L][4, q])
+        for k in range(L):
+            m = S[k].shape[1]
+            if truncated:
+                for i in range(m):
+                    R[k][10 + pos, i] = 0.0
+            for q in range(n_o):
+                if n_out_t[q] > 0:
+                    w = YT[k][q]
+                    for i in range(m):
+                        if truncated:
+                            R[k][10 + pos, i] += n_out_t[q] * w[i]
+                        else:
+                            S[k][2, i] += n_out_t[q] * w[i]
+                            S[k][3, i] += n_out_t[q] * w[i]
+            if not truncated:
+                for i in range(m):
+                    S[k][2, i] *= d_L
+                    S[k][3, i] *= d_s
+        pos = (pos + 1) % 10
+    return pos
+
+
+@njit(cache=True, nogil=True)
+def _rate_kernel(WT, b, YT, X, y, c, etas, res):
+    """Rate-mode training over the rows of X in order (twin: rate_train_example)."""
+    phi_max, k_b, k_d, g_l, g_d, E_E, E_I, P0, P1 = c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]
+    L = len(b) - 1
+    n_out = b[L].shape[0]
+    n_max = X.shape[1]
+    for k in range(L + 1):
+        n_max = max(n_max, b[k].shape[0])
+    s = np.zeros((L + 2, n_max))          # s[k]: input to layer k (rates); s[L+1]: output rates
+    V = np.zeros((L + 1, n_max))
+    E = np.zeros(n_max)
+    phi_t = np.zeros(n_out)
+    for ex in range(X.shape[0]):
+        n_in = X.shape[1]
+        for j in range(n_in):
+            s[0, j] = phi_max * X[ex, j]
+        for k in range(L + 1):
+            m = b[k].shape[0]
+            kk = k_d if k == L else k_b
+            for i in range(m):
+                V[k, i] = b[k][i]
+            for j in range(WT[k].shape[0]):                     # only active inputs contribute
+                if s[k, j] != 0.0:
+                    w = WT[k][j]
+                    for i in range(m):
+                        V[k, i] += w[i] * s[k, j]               # Eqs 13, 18
+            for i in range(m):
+                V[k, i] *= kk                                   # Eqs 26, 34
+                s[k + 1, i] = phi_max * _sig(V[k, i])           # Eq 17
+        lab = y[ex]
+        L1 = 0.0
+        best = 0
+        for q in range(n_out):
+            gE = 1.0 if q == lab else 0.0
+            Vt = (g_d * V[L, q] / k_d + gE * E_E + (1.0 - gE) * E_I) / (g_l + g_d + 1.0)
+            phi_t[q] = phi_max * _sig(Vt)                       # Eq 6
+            L1 += (phi_t[q] - s[L + 1, q]) ** 2                 # Eq 23
+            if V[L, q] > V[L, best]:
+                best = q
+        res[ex, 1] = L1
+        res[ex, 2] = best
+        # ---- output layer update (Eqs 28-29) ----
+        m_in = WT[L].shape[0]
+        for q in range(n_out):
+            sg = _sig(V[L, q])
+            E[q] = -k_d * phi_max * (phi_t[q] - phi_max * sg) * sg * (1.0 - sg)   # Eq 28
+        for j in range(m_in):
+            if s[L, j] != 0.0:
+                for q in range(n_out):
+                    WT[L][j, q] -= etas[L] * P1 * E[q] * s[L, j]        # Eq 29
+        for q in range(n_out):
+            b[L][q] -= etas[L] * P1 * E[q]
+        # ---- hidden layers (Eqs 33, 35, 39-41): plateaus from fed-back rates ----
+        for k in range(L - 1, -1, -1):
+            m = b[k].shape[0]
+            L0 = 0.0
+            for i in range(m):
+                Af = 0.0
+                At = 0.0
+                for q in range(n_out):
+                    Af += YT[k][q, i] * s[L + 1, q]
+                    At += YT[k][q, i] * phi_t[q]
+                da = _sig(At) - _sig(Af)                            # alpha^t - alpha^f (Eq 21)
+                L0 += da * da
+                sg = _sig(V[k, i])
+                E[i] = -k_b * phi_max * da * sg * (1.0 - sg)        # Eq 33
+            if k == 0:
+                res[ex, 0] = L0
+            for j in range(WT[k].shape[0]):
+                if s[k, j] != 0.0:
+                    w = WT[k][j]
+                    for i in range(m):
+                        w[i] -= etas[k] * P0 * E[i] * s[k, j]       # Eq 35
+            for i in range(m):
+                b[k][i] -= etas[k] * P0 * E[i]
