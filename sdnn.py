@@ -306,30 +306,23 @@ def init_state(net):
 # Randomness, drawn in bulk in NumPy and passed to the step loop (style rule 8)
 # ---------------------------------------------------------------------------------------------------
 
-def draw_input_spikes(x, T, cfg, rng):
-    """Poisson input spikes, rate phi_max * x per step, over T steps (Methods "Training paradigm").
+def draw_candidates(sizes, T, cfg, rng):
+    """Candidate spikes at the maximum rate phi_max for populations of `sizes` units over T steps.
 
-    Exact and cheap: the total count of all inputs in a step is Poisson(sum of rates) and each spike
-    belongs to unit j with probability rate_j / sum (Poisson splitting). Returns CSR arrays (ptr, idx):
-    the spikes of step t are idx[ptr[t]:ptr[t+1]] (a unit may appear twice: counts > 1, spec §3.1 #16).
+    Thinning (exact): a candidate of unit i at step t is kept with probability p_i(t) (x_i for an
+    input, sigma(V_i(t)) for a neuron; the step loop decides), so the kept counts per step are
+    Poisson(phi_max p_i(t)): Poisson inputs of rate phi_max x (Methods "Training paradigm") and Poisson
+    spikes of rate phi = phi_max sigma(V) (Eq 17). Counts > 1 per step are possible, as in the code.
+    All units of a population share one Poisson count per step (Poisson splitting) and one uniform
+    u per candidate carries both the unit, int(u n), and the acceptance uniform, u n - int(u n)
+    (independent of the unit, resolution 2^-53 n).
+    Returns ptr (n_pop, T + 1) and u: candidates of population p at step t are u[ptr[p, t]:ptr[p, t+1]].
     """
-    r = cfg.phi_max * np.asarray(x, dtype=np.float64)               # spikes / step
-    cum = np.cumsum(r)
-    counts = rng.poisson(cum[-1], size=T) if cum[-1] > 0 else np.zeros(T, np.int64)
-    idx = np.searchsorted(cum, rng.random(counts.sum()) * cum[-1], side="right")
-    return np.concatenate(([0], np.cumsum(counts))), idx
-
-
-def draw_candidates(n, T, cfg, rng):
-    """Thinning (exact): candidate spikes at the maximum rate phi_max for each of n units and T steps.
-
-    A candidate of unit i at step t is kept iff its uniform u < sigma(V_i(t)); the kept counts are then
-    Poisson(phi_max sigma(V_i(t))) = Poisson(phi_i(t)) (Eq 17). Candidates are drawn as in
-    draw_input_spikes (equal rates). Returns (ptr, idx, u).
-    """
-    counts = rng.poisson(cfg.phi_max * n, size=T)
-    total = counts.sum()
-    return np.concatenate(([0], np.cumsum(counts))), rng.integers(0, n, size=total), rng.random(total)
+    counts = rng.poisson(cfg.phi_max * np.asarray(sizes, np.float64)[:, None], size=(len(sizes), T))
+    ptr = np.zeros((len(sizes), T + 1), np.int64)
+    ptr[:, 1:] = np.cumsum(counts).reshape(len(sizes), T)
+    ptr[1:, 0] = ptr[:-1, -1]
+    return ptr, rng.random(ptr[-1, -1])
 
 
 def plateau_offsets(n, cfg, rng):
@@ -343,7 +336,8 @@ def _window_tables(T, lo, hi, psp, tau_L, tau_s):
 
     K[u] = sum over t in [lo, hi) of the kernel weight of a spike emitted at step u, so the window sum
     of s is sum over spikes of K[u]; E_L[u], E_s[u] = d^(T-1-u), a spike's share of the end-of-phase
-    traces; G_L, G_s = sum_{t in [lo, hi)} d^(t+1), the weight of the traces at the phase start.
+    traces; G = [sum_{t in [lo, hi)} d_L^(t+1), same for d_s, d_L^T, d_s^T]: the weights of the traces
+    carried in from before the phase in the window sum and in the end-of-phase traces.
     """
     d_L, d_s, inv = math.exp(-DT / tau_L), math.exp(-DT / tau_s), 1.0 / (tau_L - tau_s)
     u = np.arange(T)
@@ -354,24 +348,23 @@ def _window_tables(T, lo, hi, psp, tau_L, tau_s):
         K = (geo(d_L) - geo(d_s)) * inv
         E_L, E_s = d_L ** (T - 1 - u), d_s ** (T - 1 - u)
         t = np.arange(lo, hi)
-        G = (np.sum(d_L ** (t + 1)), np.sum(d_s ** (t + 1)))
+        G = np.array([np.sum(d_L ** (t + 1)), np.sum(d_s ** (t + 1)), d_L ** T, d_s ** T])
     else:                # spike at u weighs kappa(t - u + 1) for t - u + 1 in 1..10 (the code)
         k10 = (d_L ** np.arange(1, 11) - d_s ** np.arange(1, 11)) * inv
         K = np.array([k10[max(lo, v) - v:max(min(hi - 1, v + 9) - v + 1, 0)].sum() for v in u])
         E_L = E_s = np.zeros(T)
-        G = (0.0, 0.0)
+        G = np.zeros(4)
     return K, E_L, E_s, G
 
 
+@lru_cache(maxsize=64)
 def _constants(cfg):
-    """Scalars of the step loop, in the order the kernels read them."""
+    """Scalars of the step loop, in the order the kernels read them, and kappa(1..10) (the code's
+    truncated kernel, l.162-168). float32: the per-step maths runs in float32 (see Network)."""
     I_scale = 1.0 if cfg.teach_scale == "unscaled" else cfg.g_l    # spec §1.5, §3.1 #4
-    return np.array([cfg.d_L, cfg.d_s, 1.0 / (cfg.tau_L - cfg.tau_s), cfg.g_l, cfg.g_b, cfg.g_a,
-                     cfg.g_d, cfg.phi_max, cfg.E_E, cfg.E_I, DT, I_scale])
-
-
-def _kappa10(cfg):
-    return kappa(np.arange(1, 11), cfg)   # kappa(1..10): the code's truncated kernel (l.162-168)
+    c = np.array([cfg.d_L, cfg.d_s, 1.0 / (cfg.tau_L - cfg.tau_s), cfg.g_l, cfg.g_b, cfg.g_a,
+                  cfg.g_d, cfg.phi_max, cfg.E_E, cfg.E_I, DT, I_scale], np.float32)
+    return c, kappa(np.arange(1, 11), cfg).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -396,64 +389,45 @@ def run_phase(net, state, x, T, label, cfg, rng, offsets=None, record=False, jit
     the last 10 steps.
     """
     L = len(net.W) - 1
-    n = [w.shape[0] for w in net.W]
+    n = tuple(w.shape[0] for w in net.W)
     lo, hi = (cfg.t_settle, T) if cfg.window == "after_settle" else (T - 20, T)   # Eq 22; code: last 20
-    # apical window per unit: synchronous = the averaging window (Eq 21); stochastic plateau times end
-    # `offset` steps before the phase end and average the last 30 ms (paper) or 20 steps (the code)
-    lo_a, hi_a = [], []
-    for k in range(L):
-        if offsets is None:
-            lo_a.append(np.full(n[k], lo, np.int64))
-            hi_a.append(np.full(n[k], hi, np.int64))
-        else:
-            hi_a.append(T - offsets[k])
-            lo_a.append(hi_a[k] - (30 if cfg.window == "after_settle" else 20))
-    K, E_L, E_s, (G_L, G_s) = _window_tables(T, lo, hi, cfg.psp, cfg.tau_L, cfg.tau_s)
-    c = _constants(cfg)
-    inv = c[2]
-    # presynaptic window sums start from the traces carried in from before the phase (exact kernel)
-    P = []
-    for p in range(L + 1):
-        xL, xs = state.x_pre[p]
-        P.append(np.stack([(xL * G_L - xs * G_s) * inv, xL * E_L[0] * cfg.d_L, xs * E_s[0] * cfg.d_s]))
-    A = [np.zeros((2, m)) for m in n]
-    in_ptr, in_idx = draw_input_spikes(x, T, cfg, rng)
-    cand = [draw_candidates(m, T, cfg, rng) for m in n]
-    acc = [np.zeros(len(cd[1]), np.uint8) for cd in cand]
-    gE = np.zeros(n[L], np.float32)
-    gI = np.zeros(n[L], np.float32)
-    if label is not None:   # target phase: g_E = 1 on the target unit, g_I = 1 on the others (Methods)
-        gE[label], gI[:] = 1.0, 1.0
-        gI[label] = 0.0
-    rec = [np.zeros((T if record else 1, 4, m), np.float32) for m in n]
-    dummy_Y = (np.zeros((n[L], 1), np.float32),)
-    dummy_w = (np.zeros(1, np.int64),)
+    if offsets is None:   # apical window per unit: synchronous = the averaging window (Eq 21)
+        lo_a, hi_a = _sync_windows(n[:L], lo, hi)
+    else:   # plateau `offset` steps before the end, average of the last 30 ms (paper) or 20 steps (code)
+        hi_a = tuple(T - o for o in offsets)
+        lo_a = tuple(h - (30 if cfg.window == "after_settle" else 20) for h in hi_a)
+    K, E_L, E_s, G = _window_tables(T, lo, hi, cfg.psp, cfg.tau_L, cfg.tau_s)
+    c, kappa10 = _constants(cfg)
+    act = np.flatnonzero(x)                                   # inputs with a non-zero rate
+    x_act = np.asarray(x, np.float64)[act]
+    ptr, u = draw_candidates((len(act),) + n, T, cfg, rng)
+    acc = np.zeros(len(u), np.uint8)                          # 1 where a candidate became a spike
+    n_spk = np.zeros(L + 2, np.int64)                         # spikes per population
+    P = tuple(np.empty((3, w.shape[1])) for w in net.W)       # s-bar sums, end traces (kernel fills)
+    A = tuple(np.zeros((2, m)) for m in n)                    # sums of V, and of V_a or phi_out
+    rec = tuple(np.zeros((T, 4, m), np.float32) for m in n) if record else _dummy_rec(n)
     args = (T, lo, hi, tuple(w.T for w in net.W), tuple(net.b),
-            tuple(y.T for y in net.Y) if L else dummy_Y, tuple(state.S), tuple(state.R),
-            state.x_out, state.n_out_hist, state.phi_out, state.pos, in_ptr, in_idx,
-            tuple(cd[0] for cd in cand), tuple(cd[1] for cd in cand), tuple(cd[2] for cd in cand),
-            tuple(acc), tuple(lo_a) if L else dummy_w, tuple(hi_a) if L else dummy_w,
-            K, E_L, E_s, tuple(P), tuple(A), gE, gI, tuple(rec), record, c, _kappa10(cfg),
-            cfg.psp == "truncated10", cfg.spiking_feedback)
+            tuple(y.T for y in net.Y) if L else _dummy_Y(n[L]), tuple(state.S), tuple(state.R),
+            tuple(state.x_pre), state.x_out, state.n_out_hist, state.phi_out, state.pos, ptr, u, acc,
+            n_spk, act, x_act, lo_a, hi_a, K, E_L, E_s, G, P, A, *_teacher(n[L], label), rec, record, c,
+            kappa10, cfg.psp == "truncated10", cfg.spiking_feedback)
     state.pos = (_phase_kernel if jit else _phase_numpy)(*args)
-    for p in range(L + 1):
-        state.x_pre[p] = P[p][1:]
     W_len = hi - lo
     out = {"V": [A[k][0] / W_len for k in range(L + 1)],
            "V_a": [A[k][1] / (hi_a[k] - lo_a[k]) for k in range(L)],
            "phi_out": A[L][1] / W_len,
            "s": [P[p][0] / W_len for p in range(L + 1)],
-           "n_spikes": [int(len(in_idx))] + [int(a.sum()) for a in acc],
-           "T": T}
+           "n_spikes": n_spk.tolist(), "T": T}
     if cfg.psp == "truncated10":   # spikes of the last 10 steps per population (exact update of R)
         last = []
         for p in range(L + 1):
-            if p == 0:
-                last.append([in_idx[in_ptr[t]:in_ptr[t + 1]] for t in range(T - 10, T)])
-            else:
-                ptr, idx, _ = cand[p - 1]
-                a = acc[p - 1].astype(bool)
-                last.append([idx[ptr[t]:ptr[t + 1]][a[ptr[t]:ptr[t + 1]]] for t in range(T - 10, T)])
+            m = len(act) if p == 0 else n[p - 1]
+            steps = []
+            for t in range(T - 10, T):
+                e = slice(ptr[p, t], ptr[p, t + 1])
+                idx = (u[e] * m).astype(np.int64)[acc[e].astype(bool)]
+                steps.append(act[idx] if p == 0 else idx)
+            last.append(steps)
         out["last10"] = last
     if record:
         out["trace"] = rec
@@ -462,16 +436,54 @@ def run_phase(net, state, x, T, label, cfg, rng, offsets=None, record=False, jit
     return out
 
 
-def _phase_numpy(T, lo, hi, WT, b, YT, S, R, x_out, n_out_hist, phi_out, pos, in_ptr, in_idx,
-                 c_ptr, c_idx, c_u, acc, lo_a, hi_a, K, E_L, E_s, P, A, gE, gI, rec, record, c,
-                 kappa10, truncated, spiking_fb):
+@lru_cache(maxsize=256)
+def _sync_windows(sizes, lo, hi):
+    """Synchronous plateaus: one window [lo, hi) for all units, passed as length-1 arrays."""
+    return (tuple(np.full(1, lo, np.int64) for m in sizes) or (np.zeros(1, np.int64),),
+            tuple(np.full(1, hi, np.int64) for m in sizes) or (np.zeros(1, np.int64),))
+
+
+@lru_cache(maxsize=64)
+def _teacher(n_out, label):
+    """Teaching conductances (Eq 20): target phase g_E = 1 on `label`, g_I = 1 on the others (Methods)."""
+    gE = np.zeros(n_out, np.float32)
+    gI = np.zeros(n_out, np.float32)
+    if label is not None:
+        gE[label] = 1.0
+        gI[:] = 1.0
+        gI[label] = 0.0
+    return gE, gI
+
+
+@lru_cache(maxsize=16)
+def _dummy_rec(n):
+    return tuple(np.zeros((1, 4, m), np.float32) for m in n)
+
+
+@lru_cache(maxsize=16)
+def _dummy_Y(n_out):
+    return (np.zeros((n_out, 1), np.float32),)
+
+
+def _phase_numpy(T, lo, hi, WT, b, YT, S, R, x_pre, x_out, n_out_hist, phi_out, pos, ptr, u, acc,
+                 n_spk, act, x_act, lo_a, hi_a, K, E_L, E_s, G, P, A, gE, gI, rec, record, c, kappa10,
+                 truncated, spiking_fb):
     """NumPy twin of _phase_kernel: the step loop of one phase, vectorised over units. Returns pos."""
     d_L, d_s, inv, g_l, g_b, g_a, g_d, phi_max, E_E, E_I, dt, I_scale = c
     L = len(WT) - 1
-    inc = np.zeros(WT[0].shape[1], np.float32)
+    for p in range(L + 1):   # traces carried in from before the phase (exact kernel; zero for truncated)
+        P[p][0] = (x_pre[p][0] * G[0] - x_pre[p][1] * G[1]) * inv
+        P[p][1] = x_pre[p][0] * G[2]
+        P[p][2] = x_pre[p][1] * G[3]
     for t in range(T):
         # ---- input spikes: one shared increment W0[:, j] per spike for both traces (Eq 11) ----
-        j = in_idx[in_ptr[t]:in_ptr[t + 1]]
+        e = slice(ptr[0, t], ptr[0, t + 1])
+        w = u[e] * len(act)
+        a = w.astype(np.int64)
+        keep = w - a < x_act[a]                          # thinning: kept with probability x_j
+        acc[e] = keep
+        j = act[a[keep]]
+        n_spk[0] += len(j)
         inc = WT[0][j].sum(axis=0, dtype=np.float32)
         np.add.at(P[0][0], j, K[t])                      # window sum of s_in (s-bar, Eqs 33, 35)
         np.add.at(P[0][1], j, E_L[t])                    # presynaptic traces at the phase end
@@ -479,9 +491,11 @@ def _phase_numpy(T, lo, hi, WT, b, YT, S, R, x_out, n_out_hist, phi_out, pos, in
         for k in range(L + 1):
             Sk = S[k]
             # ---- basal / output dendrite: V_b = W s + b (Eqs 13, 18) ----
-            if truncated:   # the code: s = sum_{m=1..10} kappa(m) n_{t-m+1}
+            if truncated:   # the code: s = sum_{q=1..10} kappa(q) n_{t-q+1}
                 R[k][pos] = inc
-                Vb = b[k] + sum(kappa10[m] * R[k][(pos - m) % 10] for m in range(10))
+                Vb = b[k].copy()
+                for q in range(10):
+                    Vb += kappa10[q] * R[k][(pos - q) % 10]
             else:
                 Sk[0] = d_L * Sk[0] + inc                # u_L = W x_L
                 Sk[1] = d_s * Sk[1] + inc                # u_s = W x_s
@@ -489,29 +503,33 @@ def _phase_numpy(T, lo, hi, WT, b, YT, S, R, x_out, n_out_hist, phi_out, pos, in
             if k < L:
                 # ---- apical: V_a = Y s_out, output spikes up to the previous step (Eq 13) ----
                 if not spiking_fb:
-                    Va = YT[k].T @ phi_out               # Fig 7A, rate feedback
+                    Va = (YT[k] * phi_out[:, None]).sum(axis=0, dtype=np.float32)   # Fig 7A, rate feedback
                 elif truncated:
-                    Va = sum(kappa10[m - 1] * R[k][10 + (pos - m) % 10] for m in range(1, 11))
+                    Va = np.zeros_like(Vb)
+                    for q in range(1, 11):
+                        Va += kappa10[q - 1] * R[k][10 + (pos - q) % 10]
                 else:
                     Va = (Sk[2] - Sk[3]) * inv
-                dV = -g_l * Sk[4] + g_b * (Vb - Sk[4]) + g_a * (Va - Sk[4])        # Eq 14
-                in_win = (lo_a[k] <= t) & (t < hi_a[k])
-                A[k][1] += np.where(in_win, Va, 0.0)     # plateau average (Eq 21)
+                Sk[4] += dt * (-g_l * Sk[4] + g_b * (Vb - Sk[4]) + g_a * (Va - Sk[4]))   # Eq 14
+                in_win = (lo_a[k] <= t) & (t < hi_a[k])  # per unit; length 1 = synchronous (lo, hi)
+                A[k][1] += np.where(in_win, Va, np.float32(0))                           # plateau (Eq 21)
             else:
-                I = I_scale * (gE * (E_E - Sk[4]) + gI * (E_I - Sk[4]))             # Eq 20
-                dV = -g_l * Sk[4] + g_d * (Vb - Sk[4]) + I                          # Eq 19
+                I = I_scale * (gE * (E_E - Sk[4]) + gI * (E_I - Sk[4]))                   # Eq 20
+                Sk[4] += dt * (-g_l * Sk[4] + g_d * (Vb - Sk[4]) + I)                     # Eq 19
                 Va = np.zeros_like(Vb)
-            Sk[4] += dt * dV
+                phi_out[:] = phi_max * sigma(Sk[4].astype(np.float64))                     # Eq 17
             if lo <= t < hi:
                 A[k][0] += Sk[4]                         # somatic average
                 if k == L:
-                    A[k][1] += phi_max * sigma(Sk[4])    # output rate average (Eq 6)
-            # ---- spikes by thinning: keep a candidate iff u < sigma(V) (Eq 17) ----
-            e0, e1 = c_ptr[k][t], c_ptr[k][t + 1]
-            i = c_idx[k][e0:e1]
-            keep = c_u[k][e0:e1] < sigma(Sk[4][i].astype(np.float64))
-            acc[k][e0:e1] = keep
+                    A[k][1] += phi_out                   # output rate average (Eq 6)
+            # ---- spikes by thinning: keep a candidate iff its uniform < sigma(V) (Eq 17) ----
+            e = slice(ptr[k + 1, t], ptr[k + 1, t + 1])
+            w = u[e] * len(b[k])
+            i = w.astype(np.int64)                       # unit = integer part
+            keep = w - i < sigma(Sk[4][i].astype(np.float64))   # uniform = fractional part
+            acc[e] = keep
             spk = i[keep]
+            n_spk[k + 1] += len(spk)
             if record:
                 rec[k][t, 0], rec[k][t, 1], rec[k][t, 2] = Vb, Va, Sk[4]
                 np.add.at(rec[k][t, 3], spk, 1.0)
@@ -526,15 +544,16 @@ def _phase_numpy(T, lo, hi, WT, b, YT, S, R, x_out, n_out_hist, phi_out, pos, in
         x_out[0] = d_L * (x_out[0] + n_out)
         x_out[1] = d_s * (x_out[1] + n_out)
         n_out_hist[pos] = n_out
-        phi_out[:] = phi_max * sigma(S[L][4])
         for k in range(L):
-            incA = (YT[k] * n_out[:, None]).sum(axis=0, dtype=np.float32)
+            incA = (YT[k] * n_out[:, None].astype(np.float32)).sum(axis=0, dtype=np.float32)
             if truncated:
                 R[k][10 + pos] = incA
             else:
                 S[k][2] = d_L * (S[k][2] + incA)
                 S[k][3] = d_s * (S[k][3] + incA)
         pos = (pos + 1) % 10
+    for p in range(L + 1):   # flush traces below 1e-20 of one spike: invisible in float32, no denormals
+        x_pre[p][:] = np.where(P[p][1:] < 1e-20, 0.0, P[p][1:])
     return pos
 
 
@@ -552,10 +571,13 @@ def hidden_error(alpha_t, alpha_f, V_f, cfg):
     return -cfg.k_b * cfg.phi_max * (alpha_t - alpha_f) * dsigma(V_f)                        # Eq 33
 
 
-def update_weights(net, k, E, s, eta, P):
+def update_weights(net, k, E, s, eta, P, jit=True):
     """W_k -= eta P E s^T, b_k -= eta P E (Eqs 29, 35). Returns the scale -eta P (for trace fixes)."""
     scale = -eta * P
-    net.W[k] += (scale * np.outer(E, s)).astype(np.float32)   # Eq 29 (output) / Eq 35 (hidden)
+    if jit:   # same update on W_k^T, skipping inputs with s_j = 0
+        _rank1_kernel(net.W[k].T, scale, E.astype(np.float32), s)
+    else:
+        net.W[k] += (scale * np.outer(E, s)).astype(np.float32)   # Eq 29 (output) / Eq 35 (hidden)
     net.b[k] += (scale * E).astype(np.float32)
     return scale
 
@@ -604,7 +626,7 @@ def train_example(net, state, x, label, cfg, rng, record=False, jit=True):
             if k == 0:
                 info["angle"] = _angle(E[0], E_bp)
         eta, P = cfg.etas[k], (cfg.P1 if k == L else cfg.P0)
-        scale = update_weights(net, k, E[k], f["s"][k], eta, P)
+        scale = update_weights(net, k, E[k], f["s"][k], eta, P, jit)
         _fix_traces(state, k, scale * E[k], f["s"][k], t, cfg)
     if cfg.symmetric_feedback:
         make_symmetric(net, cfg, rng)
@@ -799,10 +821,12 @@ def _sig(v):
 
 
 @njit(cache=True, nogil=True)
-def _phase_kernel(T, lo, hi, WT, b, YT, S, R, x_out, n_out_hist, phi_out, pos, in_ptr, in_idx,
-                  c_ptr, c_idx, c_u, acc, lo_a, hi_a, K, E_L, E_s, P, A, gE, gI, rec, record, c,
-                  kappa10, truncated, spiking_fb):
-    """Step loop of one phase (twin: _phase_numpy). Returns the new ring position."""
+def _phase_kernel(T, lo, hi, WT, b, YT, S, R, x_pre, x_out, n_out_hist, phi_out, pos, ptr, u, acc,
+                  n_spk, act, x_act, lo_a, hi_a, K, E_L, E_s, G, P, A, gE, gI, rec, record, c, kappa10,
+                  truncated, spiking_fb):
+    """Step loop of one phase (twin: _phase_numpy). Returns the new ring position.
+
+    Loops over units are kept branch-free so that LLVM vectorises them (float32, 8 lanes)."""
     d_L, d_s, inv, g_l, g_b, g_a, g_d = c[0], c[1], c[2], c[3], c[4], c[5], c[6]
     phi_max, E_E, E_I, dt, I_scale = c[7], c[8], c[9], c[10], c[11]
     L = len(b) - 1
@@ -811,117 +835,173 @@ def _phase_kernel(T, lo, hi, WT, b, YT, S, R, x_out, n_out_hist, phi_out, pos, i
         n_max = max(n_max, b[k].shape[0])
     inc = np.zeros(n_max, np.float32)       # basal increment of the current layer
     nxt = np.zeros(n_max, np.float32)       # basal increment for the layer above
-    n_out_t = np.zeros(b[L].shape[0])
-    m1 = 0
+    Vb = np.zeros(n_max, np.float32)
+    Va = np.zeros(n_max, np.float32)
+    n_o = b[L].shape[0]
+    n_out_t = np.zeros(n_o)
+    n_act = act.shape[0]
+    for p in range(L + 1):   # traces carried in from before the phase (exact kernel; zero for truncated)
+        Pp, xp = P[p], x_pre[p]
+        for j in range(Pp.shape[1]):
+            Pp[0, j] = (xp[0, j] * G[0] - xp[1, j] * G[1]) * inv
+            Pp[1, j] = xp[0, j] * G[2]
+            Pp[2, j] = xp[1, j] * G[3]
     for t in range(T):
         # ---- input spikes: one shared increment W0[:, j] per spike for both traces (Eq 11) ----
-        m0 = WT[0].shape[1]
-        inc[:m0] = 0.0
-        for e in range(in_ptr[t], in_ptr[t + 1]):
-            j = in_idx[e]
-            w = WT[0][j]
-            for i in range(m0):
-                inc[i] += w[i]
-            P[0][0, j] += K[t]                   # window sum of s_in (s-bar, Eqs 33, 35)
-            P[0][1, j] += E_L[t]                 # presynaptic traces at the phase end
-            P[0][2, j] += E_s[t]
+        W0, P0 = WT[0], P[0]
+        m = W0.shape[1]
+        inc[:m] = 0.0
+        Kt, ELt, Est = K[t], E_L[t], E_s[t]
+        for e in range(ptr[0, t], ptr[0, t + 1]):
+            w_e = u[e] * n_act
+            a = int(w_e)
+            if w_e - a < x_act[a]:                       # thinning: kept with probability x_j
+                j = act[a]
+                acc[e] = 1
+                n_spk[0] += 1
+                w = W0[j]
+                for i in range(m):
+                    inc[i] += w[i]
+                P0[0, j] += Kt                           # window sum of s_in (s-bar, Eqs 33, 35)
+                P0[1, j] += ELt                          # presynaptic traces at the phase end
+                P0[2, j] += Est
+        in_win = lo <= t and t < hi
         for k in range(L + 1):
-            Sk = S[k]
+            Sk, Rk, bk, Ak, reck = S[k], R[k], b[k], A[k], rec[k]
             m = Sk.shape[1]
-            Rk = R[k]
-            in_win = lo <= t and t < hi
-            for i in range(m):
-                # ---- basal / output dendrite: V_b = W s + b (Eqs 13, 18) ----
-                if truncated:
-                    Rk[pos, i] = inc[i]
-                    Vb = 0.0
-                    for q in range(10):
-                        Vb += kappa10[q] * Rk[(pos - q) % 10, i]
-                    Vb += b[k][i]
-                else:
-                    Sk[0, i] = d_L * Sk[0, i] + inc[i]
-                    Sk[1, i] = d_s * Sk[1, i] + inc[i]
-                    Vb = (Sk[0, i] - Sk[1, i]) * inv + b[k][i]             # Eqs 12-13
-                V = Sk[4, i]
-                if k < L:
-                    # ---- apical: V_a = Y s_out, output spikes up to the previous step (Eq 13) ----
-                    if not spiking_fb:
-                        Va = 0.0
-                        for q in range(YT[k].shape[0]):
-                            Va += YT[k][q, i] * phi_out[q]
-                    elif truncated:
-                        Va = 0.0
-                        for q in range(1, 11):
-                            Va += kappa10[q - 1] * Rk[10 + (pos - q) % 10, i]
-                    else:
-                        Va = (Sk[2, i] - Sk[3, i]) * inv
-                    dV = -g_l * V + g_b * (Vb - V) + g_a * (Va - V)           # Eq 14
-                    if lo_a[k][i] <= t and t < hi_a[k][i]:
-                        A[k][1, i] += Va                                       # plateau average (Eq 21)
-                else:
-                    I = I_scale * (gE[i] * (E_E - V) + gI[i] * (E_I - V))      # Eq 20
-                    dV = -g_l * V + g_d * (Vb - V) + I                         # Eq 19
-                    Va = 0.0
-                V = np.float32(V + dt * dV)
-                Sk[4, i] = V
-                if in_win:
-                    A[k][0, i] += V                                            # somatic average
-                    if k == L:
-                        A[k][1, i] += phi_max * _sig(V)                        # output rate (Eq 6)
-                if record:
-                    rec[k][t, 0, i] = Vb
-                    rec[k][t, 1, i] = Va
-                    rec[k][t, 2, i] = V
-            # ---- spikes by thinning: keep a candidate iff u < sigma(V) (Eq 17) ----
-            if k < L:
-                m1 = WT[k + 1].shape[1]
-                nxt[:m1] = 0.0
+            uL, us, aL, as_, V = Sk[0], Sk[1], Sk[2], Sk[3], Sk[4]
+            # ---- basal / output dendrite: V_b = W s + b (Eqs 13, 18) ----
+            if truncated:   # the code: s = sum_{q=1..10} kappa(q) n_{t-q+1}
+                Rk[pos, :m] = inc[:m]
+                Vb[:m] = bk
+                for q in range(10):
+                    row = Rk[(pos - q) % 10]
+                    kq = kappa10[q]
+                    for i in range(m):
+                        Vb[i] += kq * row[i]
             else:
-                n_out_t[:] = 0.0
-            for e in range(c_ptr[k][t], c_ptr[k][t + 1]):
-                i = c_idx[k][e]
-                if c_u[k][e] < _sig(Sk[4, i]):
-                    acc[k][e] = 1
+                for i in range(m):
+                    uL[i] = d_L * uL[i] + inc[i]                     # u_L = W x_L
+                    us[i] = d_s * us[i] + inc[i]                     # u_s = W x_s
+                    Vb[i] = (uL[i] - us[i]) * inv + bk[i]            # Eqs 12-13
+            if k < L:
+                # ---- apical: V_a = Y s_out, output spikes up to the previous step (Eq 13) ----
+                YTk = YT[k]
+                if not spiking_fb:
+                    Va[:m] = 0.0
+                    for q in range(n_o):
+                        row = YTk[q]
+                        f = phi_out[q]
+                        for i in range(m):
+                            Va[i] += row[i] * f                      # Fig 7A, rate feedback
+                elif truncated:
+                    Va[:m] = 0.0
+                    for q in range(1, 11):
+                        row = Rk[10 + (pos - q) % 10]
+                        kq = kappa10[q - 1]
+                        for i in range(m):
+                            Va[i] += kq * row[i]
+                else:
+                    for i in range(m):
+                        Va[i] = (aL[i] - as_[i]) * inv
+                for i in range(m):
+                    V[i] += dt * (-g_l * V[i] + g_b * (Vb[i] - V[i]) + g_a * (Va[i] - V[i]))   # Eq 14
+                lo_k, hi_k = lo_a[k], hi_a[k]
+                A1 = Ak[1]
+                if lo_k.shape[0] == 1:                               # synchronous plateaus
+                    if in_win:
+                        for i in range(m):
+                            A1[i] += Va[i]                           # plateau average (Eq 21)
+                else:                                                # per-unit plateau windows
+                    for i in range(m):
+                        if lo_k[i] <= t and t < hi_k[i]:
+                            A1[i] += Va[i]
+            else:
+                for i in range(m):
+                    I = I_scale * (gE[i] * (E_E - V[i]) + gI[i] * (E_I - V[i]))        # Eq 20
+                    V[i] += dt * (-g_l * V[i] + g_d * (Vb[i] - V[i]) + I)              # Eq 19
+                    Va[i] = 0.0
+                    phi_out[i] = phi_max * _sig(np.float64(V[i]))                       # Eq 17
+            if in_win:
+                A0 = Ak[0]
+                for i in range(m):
+                    A0[i] += V[i]                                    # somatic average
+                if k == L:
+                    A1 = Ak[1]
+                    for i in range(m):
+                        A1[i] += phi_out[i]                          # output rate average (Eq 6)
+            if record:
+                for i in range(m):
+                    reck[t, 0, i] = Vb[i]
+                    reck[t, 1, i] = Va[i]
+                    reck[t, 2, i] = V[i]
+            # ---- spikes by thinning: keep a candidate iff its uniform < sigma(V) (Eq 17) ----
+            if k < L:
+                Wn, Pn = WT[k + 1], P[k + 1]
+                m1 = Wn.shape[1]
+            else:
+                Wn, Pn = WT[0], P[0]                                 # unused
+                m1 = n_o
+            nxt[:m1] = 0.0
+            n_out_t[:] = 0.0
+            for e in range(ptr[k + 1, t], ptr[k + 1, t + 1]):
+                w_e = u[e] * m
+                i = int(w_e)                                         # unit = integer part
+                if w_e - i < _sig(np.float64(V[i])):                 # uniform = fractional part
+                    acc[e] = 1
+                    n_spk[k + 1] += 1
                     if record:
-                        rec[k][t, 3, i] += 1.0
-                    if k < L:                              # spikes feed layer k + 1
-                        w = WT[k + 1][i]
+                        reck[t, 3, i] += 1.0
+                    if k < L:                                        # spikes feed layer k + 1
+                        w = Wn[i]
                         for q in range(m1):
                             nxt[q] += w[q]
-                        P[k + 1][0, i] += K[t]
-                        P[k + 1][1, i] += E_L[t]
-                        P[k + 1][2, i] += E_s[t]
+                        Pn[0, i] += Kt
+                        Pn[1, i] += ELt
+                        Pn[2, i] += Est
                     else:
                         n_out_t[i] += 1.0
-            if k < L:
-                inc[:m1] = nxt[:m1]
+            inc[:m1] = nxt[:m1]
         # ---- output spikes reach the apical dendrites from the next step on ----
-        n_o = n_out_t.shape[0]
         for q in range(n_o):
             x_out[0, q] = d_L * (x_out[0, q] + n_out_t[q])
             x_out[1, q] = d_s * (x_out[1, q] + n_out_t[q])
             n_out_hist[pos, q] = n_out_t[q]
-            phi_out[q] = phi_max * _sig(S[L][4, q])
         for k in range(L):
             m = S[k].shape[1]
-            if truncated:
-                for i in range(m):
-                    R[k][10 + pos, i] = 0.0
+            YTk = YT[k]
+            Va[:m] = 0.0                                             # Y n_out, this step
             for q in range(n_o):
                 if n_out_t[q] > 0:
-                    w = YT[k][q]
+                    w = YTk[q]
+                    f = np.float32(n_out_t[q])
                     for i in range(m):
-                        if truncated:
-                            R[k][10 + pos, i] += n_out_t[q] * w[i]
-                        else:
-                            S[k][2, i] += n_out_t[q] * w[i]
-                            S[k][3, i] += n_out_t[q] * w[i]
-            if not truncated:
+                        Va[i] += f * w[i]
+            if truncated:
+                R[k][10 + pos, :m] = Va[:m]
+            else:
+                aL, as_ = S[k][2], S[k][3]
                 for i in range(m):
-                    S[k][2, i] *= d_L
-                    S[k][3, i] *= d_s
+                    aL[i] = d_L * (aL[i] + Va[i])
+                    as_[i] = d_s * (as_[i] + Va[i])
         pos = (pos + 1) % 10
+    for p in range(L + 1):   # flush traces below 1e-20 of one spike: invisible in float32, no denormals
+        Pp, xp = P[p], x_pre[p]
+        for j in range(Pp.shape[1]):
+            xp[0, j] = Pp[1, j] if Pp[1, j] >= 1e-20 else 0.0
+            xp[1, j] = Pp[2, j] if Pp[2, j] >= 1e-20 else 0.0
     return pos
+
+
+@njit(cache=True, nogil=True)
+def _rank1_kernel(WT, scale, E, s):
+    """W += scale E s^T on W^T (rows j), skipping inputs with s_j = 0 (twin: update_weights)."""
+    for j in range(WT.shape[0]):
+        if s[j] != 0.0:
+            f = np.float32(scale * s[j])
+            w = WT[j]
+            for i in range(WT.shape[1]):
+                w[i] += f * E[i]
 
 
 @njit(cache=True, nogil=True)
