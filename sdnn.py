@@ -371,7 +371,7 @@ def _constants(cfg):
 # One phase of the spiking network (Eqs 11-22)
 # ---------------------------------------------------------------------------------------------------
 
-def run_phase(net, state, x, T, label, cfg, rng, offsets=None, record=False, jit=True):
+def run_phase(net, state, x, T, label, cfg, rng, offsets=None, record=False, jit=True, learn=True):
     """Simulate one forward (label None) or target phase of T steps; update `state` in place.
 
     Parameters
@@ -383,6 +383,8 @@ def run_phase(net, state, x, T, label, cfg, rng, offsets=None, record=False, jit
     offsets : list of (n_k,) plateau offsets per hidden layer, or None (synchronous plateaus).
     record : also return the traces (T, 4, n_k) per layer: V_b, V_a, V, spike counts.
     jit : use the Numba kernel (False: the NumPy twin, same maths, slow).
+    learn : False skips what only learning needs (window sums of s, plateaus and, when g_a = 0 and
+        nothing is recorded, the apical compartment and output spikes, which then cannot act on V).
 
     Returns a dict of window averages: V (per layer), V_a (hidden), phi_out, s (presynaptic PSPs per
     population, the s-bar of Eqs 28 and 33), spike counts and, for the code's kernel, the spikes of
@@ -410,7 +412,8 @@ def run_phase(net, state, x, T, label, cfg, rng, offsets=None, record=False, jit
             tuple(y.T for y in net.Y) if L else _dummy_Y(n[L]), tuple(state.S), tuple(state.R),
             tuple(state.x_pre), state.x_out, state.n_out_hist, state.phi_out, state.pos, ptr, u, acc,
             n_spk, act, x_act, lo_a, hi_a, K, E_L, E_s, G, P, A, *_teacher(n[L], label), rec, record, c,
-            kappa10, cfg.psp == "truncated10", cfg.spiking_feedback)
+            kappa10, cfg.psp == "truncated10", cfg.spiking_feedback, learn,
+            learn or record or cfg.g_a != 0)
     state.pos = (_phase_kernel if jit else _phase_numpy)(*args)
     W_len = hi - lo
     out = {"V": [A[k][0] / W_len for k in range(L + 1)],
@@ -467,7 +470,7 @@ def _dummy_Y(n_out):
 
 def _phase_numpy(T, lo, hi, WT, b, YT, S, R, x_pre, x_out, n_out_hist, phi_out, pos, ptr, u, acc,
                  n_spk, act, x_act, lo_a, hi_a, K, E_L, E_s, G, P, A, gE, gI, rec, record, c, kappa10,
-                 truncated, spiking_fb):
+                 truncated, spiking_fb, learn, apical):
     """NumPy twin of _phase_kernel: the step loop of one phase, vectorised over units. Returns pos."""
     d_L, d_s, inv, g_l, g_b, g_a, g_d, phi_max, E_E, E_I, dt, I_scale = c
     L = len(WT) - 1
@@ -485,9 +488,10 @@ def _phase_numpy(T, lo, hi, WT, b, YT, S, R, x_pre, x_out, n_out_hist, phi_out, 
         j = act[a[keep]]
         n_spk[0] += len(j)
         inc = WT[0][j].sum(axis=0, dtype=np.float32)
-        np.add.at(P[0][0], j, K[t])                      # window sum of s_in (s-bar, Eqs 33, 35)
-        np.add.at(P[0][1], j, E_L[t])                    # presynaptic traces at the phase end
-        np.add.at(P[0][2], j, E_s[t])
+        if learn:
+            np.add.at(P[0][0], j, K[t])                  # window sum of s_in (s-bar, Eqs 33, 35)
+            np.add.at(P[0][1], j, E_L[t])                # presynaptic traces at the phase end
+            np.add.at(P[0][2], j, E_s[t])
         for k in range(L + 1):
             Sk = S[k]
             # ---- basal / output dendrite: V_b = W s + b (Eqs 13, 18) ----
@@ -502,7 +506,9 @@ def _phase_numpy(T, lo, hi, WT, b, YT, S, R, x_pre, x_out, n_out_hist, phi_out, 
                 Vb = (Sk[0] - Sk[1]) * inv + b[k]        # Eqs 12-13
             if k < L:
                 # ---- apical: V_a = Y s_out, output spikes up to the previous step (Eq 13) ----
-                if not spiking_fb:
+                if not apical:
+                    Va = np.zeros_like(Vb)
+                elif not spiking_fb:
                     Va = (YT[k] * phi_out[:, None]).sum(axis=0, dtype=np.float32)   # Fig 7A, rate feedback
                 elif truncated:
                     Va = np.zeros_like(Vb)
@@ -523,7 +529,7 @@ def _phase_numpy(T, lo, hi, WT, b, YT, S, R, x_pre, x_out, n_out_hist, phi_out, 
                 if k == L:
                     A[k][1] += phi_out                   # output rate average (Eq 6)
             # ---- spikes by thinning: keep a candidate iff its uniform < sigma(V) (Eq 17) ----
-            e = slice(ptr[k + 1, t], ptr[k + 1, t + 1])
+            e = slice(ptr[k + 1, t], ptr[k + 1, t + 1] if (k < L or apical) else ptr[k + 1, t])
             w = u[e] * len(b[k])
             i = w.astype(np.int64)                       # unit = integer part
             keep = w - i < sigma(Sk[4][i].astype(np.float64))   # uniform = fractional part
@@ -535,16 +541,17 @@ def _phase_numpy(T, lo, hi, WT, b, YT, S, R, x_pre, x_out, n_out_hist, phi_out, 
                 np.add.at(rec[k][t, 3], spk, 1.0)
             if k < L:                                    # spikes feed layer k + 1
                 inc = WT[k + 1][spk].sum(axis=0, dtype=np.float32)
-                np.add.at(P[k + 1][0], spk, K[t])
-                np.add.at(P[k + 1][1], spk, E_L[t])
-                np.add.at(P[k + 1][2], spk, E_s[t])
+                if learn:
+                    np.add.at(P[k + 1][0], spk, K[t])
+                    np.add.at(P[k + 1][1], spk, E_L[t])
+                    np.add.at(P[k + 1][2], spk, E_s[t])
             else:
                 n_out = np.bincount(spk, minlength=len(b[L])).astype(np.float64)
         # ---- output spikes reach the apical dendrites from the next step on ----
         x_out[0] = d_L * (x_out[0] + n_out)
         x_out[1] = d_s * (x_out[1] + n_out)
         n_out_hist[pos] = n_out
-        for k in range(L):
+        for k in range(L if apical else 0):
             incA = (YT[k] * n_out[:, None].astype(np.float32)).sum(axis=0, dtype=np.float32)
             if truncated:
                 R[k][10 + pos] = incA
@@ -712,7 +719,7 @@ def train_epoch(net, state, X, y, cfg, rng, record_every=0, progress=None, jit=T
 def test_example(net, x, cfg, rng, jit=True):
     """Mean somatic output potentials V-bar_L over [t_settle, test_ms) for one image."""
     state = init_state(net)                       # the code clears the state before each test image
-    return run_phase(net, state, x, cfg.test_ms, None, cfg, rng, jit=jit)["V"][-1]
+    return run_phase(net, state, x, cfg.test_ms, None, cfg, rng, jit=jit, learn=False)["V"][-1]
 
 
 def predict(net, X, cfg, rng, n_jobs=2, chunk=50, jit=True):
@@ -823,7 +830,7 @@ def _sig(v):
 @njit(cache=True, nogil=True)
 def _phase_kernel(T, lo, hi, WT, b, YT, S, R, x_pre, x_out, n_out_hist, phi_out, pos, ptr, u, acc,
                   n_spk, act, x_act, lo_a, hi_a, K, E_L, E_s, G, P, A, gE, gI, rec, record, c, kappa10,
-                  truncated, spiking_fb):
+                  truncated, spiking_fb, learn, apical):
     """Step loop of one phase (twin: _phase_numpy). Returns the new ring position.
 
     Loops over units are kept branch-free so that LLVM vectorises them (float32, 8 lanes)."""
@@ -840,6 +847,11 @@ def _phase_kernel(T, lo, hi, WT, b, YT, S, R, x_pre, x_out, n_out_hist, phi_out,
     n_o = b[L].shape[0]
     n_out_t = np.zeros(n_o)
     n_act = act.shape[0]
+    n_c = 1                                 # most candidates in one step of one population
+    for p in range(ptr.shape[0]):
+        for t in range(T):
+            n_c = max(n_c, ptr[p, t + 1] - ptr[p, t])
+    spk = np.zeros(n_c, np.int64)           # units that spiked in this step (branch-free compaction)
     for p in range(L + 1):   # traces carried in from before the phase (exact kernel; zero for truncated)
         Pp, xp = P[p], x_pre[p]
         for j in range(Pp.shape[1]):
@@ -852,16 +864,21 @@ def _phase_kernel(T, lo, hi, WT, b, YT, S, R, x_pre, x_out, n_out_hist, phi_out,
         m = W0.shape[1]
         inc[:m] = 0.0
         Kt, ELt, Est = K[t], E_L[t], E_s[t]
+        n_s = 0
         for e in range(ptr[0, t], ptr[0, t + 1]):
             w_e = u[e] * n_act
             a = int(w_e)
-            if w_e - a < x_act[a]:                       # thinning: kept with probability x_j
-                j = act[a]
-                acc[e] = 1
-                n_spk[0] += 1
-                w = W0[j]
-                for i in range(m):
-                    inc[i] += w[i]
+            keep = w_e - a < x_act[a]                    # thinning: kept with probability x_j
+            acc[e] = keep
+            spk[n_s] = act[a]
+            n_s += keep
+        n_spk[0] += n_s
+        for q in range(n_s):
+            j = spk[q]
+            w = W0[j]
+            for i in range(m):
+                inc[i] += w[i]
+            if learn:
                 P0[0, j] += Kt                           # window sum of s_in (s-bar, Eqs 33, 35)
                 P0[1, j] += ELt                          # presynaptic traces at the phase end
                 P0[2, j] += Est
@@ -879,33 +896,42 @@ def _phase_kernel(T, lo, hi, WT, b, YT, S, R, x_pre, x_out, n_out_hist, phi_out,
                     kq = kappa10[q]
                     for i in range(m):
                         Vb[i] += kq * row[i]
+            elif k < L and spiking_fb:   # common case in one vectorised pass (same maths as below)
+                for i in range(m):
+                    uL[i] = d_L * uL[i] + inc[i]                     # u_L = W x_L
+                    us[i] = d_s * us[i] + inc[i]                     # u_s = W x_s
+                    vb = (uL[i] - us[i]) * inv + bk[i]               # Eqs 12-13
+                    va = (aL[i] - as_[i]) * inv                      # Eq 13 (zero traces if unused)
+                    V[i] += dt * (-g_l * V[i] + g_b * (vb - V[i]) + g_a * (va - V[i]))   # Eq 14
+                    Vb[i] = vb
+                    Va[i] = va
             else:
                 for i in range(m):
                     uL[i] = d_L * uL[i] + inc[i]                     # u_L = W x_L
                     us[i] = d_s * us[i] + inc[i]                     # u_s = W x_s
                     Vb[i] = (uL[i] - us[i]) * inv + bk[i]            # Eqs 12-13
-            if k < L:
+            if k < L and (truncated or not spiking_fb):
                 # ---- apical: V_a = Y s_out, output spikes up to the previous step (Eq 13) ----
                 YTk = YT[k]
-                if not spiking_fb:
+                if not apical:
+                    Va[:m] = 0.0
+                elif not spiking_fb:
                     Va[:m] = 0.0
                     for q in range(n_o):
                         row = YTk[q]
                         f = phi_out[q]
                         for i in range(m):
                             Va[i] += row[i] * f                      # Fig 7A, rate feedback
-                elif truncated:
+                else:
                     Va[:m] = 0.0
                     for q in range(1, 11):
                         row = Rk[10 + (pos - q) % 10]
                         kq = kappa10[q - 1]
                         for i in range(m):
                             Va[i] += kq * row[i]
-                else:
-                    for i in range(m):
-                        Va[i] = (aL[i] - as_[i]) * inv
                 for i in range(m):
                     V[i] += dt * (-g_l * V[i] + g_b * (Vb[i] - V[i]) + g_a * (Va[i] - V[i]))   # Eq 14
+            if k < L:
                 lo_k, hi_k = lo_a[k], hi_a[k]
                 A1 = Ak[1]
                 if lo_k.shape[0] == 1:                               # synchronous plateaus
@@ -944,30 +970,37 @@ def _phase_kernel(T, lo, hi, WT, b, YT, S, R, x_pre, x_out, n_out_hist, phi_out,
                 m1 = n_o
             nxt[:m1] = 0.0
             n_out_t[:] = 0.0
-            for e in range(ptr[k + 1, t], ptr[k + 1, t + 1]):
+            e_end = ptr[k + 1, t + 1] if (k < L or apical) else ptr[k + 1, t]
+            n_s = 0
+            for e in range(ptr[k + 1, t], e_end):
                 w_e = u[e] * m
                 i = int(w_e)                                         # unit = integer part
-                if w_e - i < _sig(np.float64(V[i])):                 # uniform = fractional part
-                    acc[e] = 1
-                    n_spk[k + 1] += 1
-                    if record:
-                        reck[t, 3, i] += 1.0
-                    if k < L:                                        # spikes feed layer k + 1
-                        w = Wn[i]
-                        for q in range(m1):
-                            nxt[q] += w[q]
+                keep = w_e - i < _sig(np.float64(V[i]))              # uniform = fractional part
+                acc[e] = keep
+                spk[n_s] = i
+                n_s += keep
+            n_spk[k + 1] += n_s
+            for r in range(n_s):
+                i = spk[r]
+                if record:
+                    reck[t, 3, i] += 1.0
+                if k < L:                                            # spikes feed layer k + 1
+                    w = Wn[i]
+                    for q in range(m1):
+                        nxt[q] += w[q]
+                    if learn:
                         Pn[0, i] += Kt
                         Pn[1, i] += ELt
                         Pn[2, i] += Est
-                    else:
-                        n_out_t[i] += 1.0
+                else:
+                    n_out_t[i] += 1.0
             inc[:m1] = nxt[:m1]
         # ---- output spikes reach the apical dendrites from the next step on ----
         for q in range(n_o):
             x_out[0, q] = d_L * (x_out[0, q] + n_out_t[q])
             x_out[1, q] = d_s * (x_out[1, q] + n_out_t[q])
             n_out_hist[pos, q] = n_out_t[q]
-        for k in range(L):
+        for k in range(L if apical else 0):
             m = S[k].shape[1]
             YTk = YT[k]
             Va[:m] = 0.0                                             # Y n_out, this step
