@@ -536,7 +536,8 @@ def make(rule, cfg, rng):
     params = RULES[rule].init(init(cfg.sizes, cfg, rng), cfg, rng)
     opt = init_optimizer(params)
     if RULES[rule].extra_update is not None:      # the inverses' own optimizer, noise, schedule position
-        opt.update(inv=init_optimizer(inverses(params)), rng=rng.spawn(1)[0], steps=0)
+        opt.update(inv=init_optimizer(inverses(params)), rng=np.random.default_rng(rng.integers(2**63)),
+                   steps=0)
     return params, opt
 
 
