@@ -425,6 +425,9 @@ def phases(opt, cfg):
 
 # ------------------------------------------------------------------------------------------------
 # TP: the top hidden target is one gradient step, lower targets go through the inverses alone.
+# Failure mode worth seeing: the lower targets ignore h_l, so any error of an inverse pulls every example
+# towards the same reconstruction; on the 8x8 digits (64-32x3-10 tanh) the hidden units then stop varying
+# across examples and the network stays near chance. The difference correction of DTP removes this.
 
 def tp_init(params, cfg, rng):
     """Inverses g_l for l = 2..L-1 (tp, dtp): the top target needs no g_L."""
