@@ -79,6 +79,17 @@ def log_epoch(result, train_err, val_err, test_err, seconds):
           f"test {pct(test_err)}  {seconds:6.1f} s", flush=True)
 
 
+def summarize(result):
+    """Early stopping on the validation split: the epoch with the lowest val error and its test error."""
+    val = [v for v in result["val_error"] if v is not None]
+    if len(val) == len(result["val_error"]) and val:
+        best = int(np.argmin(val))
+        result.update(best_val_epoch=best + 1, test_error_at_best_val=result["test_error"][best])
+        print(f"lowest val error {100 * val[best]:.2f}% at epoch {best + 1}: "
+              f"test error {100 * result['test_error'][best]:.2f}% there")
+    return result
+
+
 def error_rate(pred, y):
     return None if len(y) == 0 else float(np.mean(pred != y))
 
@@ -291,7 +302,7 @@ def main(argv=None):
         if args.train is not None:
             if args.train not in TRAINERS:
                 fail(f"unknown rule {args.train!r}; valid rules: {' '.join(sorted(TRAINERS))}")
-            result = TRAINERS[args.train](args)
+            result = summarize(TRAINERS[args.train](args))
             path = save_json(result, args.json or out_path(args, f"{args.train}_{args.dataset}.json"))
             print(f"wrote {path}")
         elif args.fig is not None:
