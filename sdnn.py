@@ -165,7 +165,8 @@ PRESETS = {"paper": PAPER, "rate": RATE, "original_code": ORIGINAL_CODE}
 
 def sigma(x):
     """Logistic function (Eq 17)."""
-    return 1.0 / (1.0 + np.exp(-x))
+    with np.errstate(over="ignore"):          # exp(-x) = inf for x < -709 gives the right limit 0
+        return 1.0 / (1.0 + np.exp(-x))
 
 
 def dsigma(x):
@@ -336,7 +337,7 @@ def _window_tables(T, lo, hi, psp, tau_L, tau_s):
 
     K[u] = sum over t in [lo, hi) of the kernel weight of a spike emitted at step u, so the window sum
     of s is sum over spikes of K[u]; E_L[u], E_s[u] = d^(T-1-u), a spike's share of the end-of-phase
-    traces; G = [sum_{t in [lo, hi)} d_L^(t+1), same for d_s, d_L^T, d_s^T]: the weights of the traces
+    traces; G = [sum_{t in [lo, hi)} d_L^(t+1) / (tau_L - tau_s), same for d_s, d_L^T, d_s^T]: weights of traces
     carried in from before the phase in the window sum and in the end-of-phase traces.
     """
     d_L, d_s, inv = math.exp(-DT / tau_L), math.exp(-DT / tau_s), 1.0 / (tau_L - tau_s)
@@ -348,7 +349,7 @@ def _window_tables(T, lo, hi, psp, tau_L, tau_s):
         K = (geo(d_L) - geo(d_s)) * inv
         E_L, E_s = d_L ** (T - 1 - u), d_s ** (T - 1 - u)
         t = np.arange(lo, hi)
-        G = np.array([np.sum(d_L ** (t + 1)), np.sum(d_s ** (t + 1)), d_L ** T, d_s ** T])
+        G = np.array([np.sum(d_L ** (t + 1)) * inv, np.sum(d_s ** (t + 1)) * inv, d_L ** T, d_s ** T])
     else:                # spike at u weighs kappa(t - u + 1) for t - u + 1 in 1..10 (the code)
         k10 = (d_L ** np.arange(1, 11) - d_s ** np.arange(1, 11)) * inv
         K = np.array([k10[max(lo, v) - v:max(min(hi - 1, v + 9) - v + 1, 0)].sum() for v in u])
@@ -475,7 +476,7 @@ def _phase_numpy(T, lo, hi, WT, b, YT, S, R, x_pre, x_out, n_out_hist, phi_out, 
     d_L, d_s, inv, g_l, g_b, g_a, g_d, phi_max, E_E, E_I, dt, I_scale = c
     L = len(WT) - 1
     for p in range(L + 1):   # traces carried in from before the phase (exact kernel; zero for truncated)
-        P[p][0] = (x_pre[p][0] * G[0] - x_pre[p][1] * G[1]) * inv
+        P[p][0] = x_pre[p][0] * G[0] - x_pre[p][1] * G[1]
         P[p][1] = x_pre[p][0] * G[2]
         P[p][2] = x_pre[p][1] * G[3]
     for t in range(T):
@@ -855,7 +856,7 @@ def _phase_kernel(T, lo, hi, WT, b, YT, S, R, x_pre, x_out, n_out_hist, phi_out,
     for p in range(L + 1):   # traces carried in from before the phase (exact kernel; zero for truncated)
         Pp, xp = P[p], x_pre[p]
         for j in range(Pp.shape[1]):
-            Pp[0, j] = (xp[0, j] * G[0] - xp[1, j] * G[1]) * inv
+            Pp[0, j] = xp[0, j] * G[0] - xp[1, j] * G[1]
             Pp[1, j] = xp[0, j] * G[2]
             Pp[2, j] = xp[1, j] * G[3]
     for t in range(T):
