@@ -233,6 +233,270 @@ def run_benches(args):
     save_json(results, args.json or out_path(args, "bench.json"))
 
 
+# ---- segregated-dendrite network (sdnn.py) ----
+# --train sdnn (--preset paper|rate|original_code), --fig 3, --fig 4, --study sdnn_fidelity, --bench sdnn.
+
+def sdnn_config(args, n_out=10):
+    """sdnn.Config of --preset with --hidden and --etas (default: the paper's rates for that network)."""
+    import dataclasses
+    import sdnn
+    if args.preset not in sdnn.PRESETS:
+        raise ValueError(f"unknown --preset {args.preset!r}: choose from {sorted(sdnn.PRESETS)}")
+    hidden = tuple(args.hidden)
+    etas = tuple(args.etas) if args.etas else sdnn.PAPER_ETAS.get(hidden)
+    if etas is None:
+        raise ValueError(f"no paper learning rates for --hidden {' '.join(map(str, hidden))}: "
+                         f"give {len(hidden) + 1} with --etas")
+    return dataclasses.replace(sdnn.PRESETS[args.preset], hidden=hidden, etas=etas, n_out=n_out)
+
+
+def sdnn_config_json(cfg):
+    import dataclasses
+    d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()}
+    d.update(k_b=cfg.k_b, k_d=cfg.k_d, P0=cfg.P0, P1=cfg.P1)
+    return d
+
+
+def train_sdnn(args):
+    """Online training (one example at a time) of the segregated-dendrite network; per-epoch errors.
+
+    train_error is the online error of the forward phases during the epoch (the code's
+    record_training_error): a spiking test of all training images would cost more than the epoch."""
+    import sdnn
+    from tqdm import tqdm
+    data = load_data(args)
+    (x, y), (x_val, y_val), (x_test, y_test) = data["train"], data["val"], data["test"]
+    if args.quick:
+        x, y, x_val, y_val, x_test, y_test = x[:2000], y[:2000], x_val[:300], y_val[:300], x_test[:300], y_test[:300]
+    cfg = sdnn_config(args, n_out=int(max(y.max(), y_test.max())) + 1)
+    rng = np.random.default_rng(args.seed)
+    net = sdnn.init_weights(x.shape[1], cfg, rng)
+    state = sdnn.init_state(net)
+    result = new_result("sdnn", args, sdnn_config_json(cfg))
+    result.update(preset=args.preset, train_error_kind="online (forward phase, during the epoch)",
+                  mean_angle_deg=[], mean_L0=[], mean_L1=[])
+    mode = "spiking" if cfg.spiking else "RATE MODE (not the paper's model)"
+    print(f"sdnn {'-'.join(map(str, (x.shape[1], *cfg.hidden, cfg.n_out)))} on {args.dataset}, preset "
+          f"{args.preset} ({mode}): {len(x)} train, {len(x_val)} val, {len(x_test)} test; etas {cfg.etas}")
+    test = lambda a, b: error_rate(sdnn.predict(net, a, cfg, rng, n_jobs=os.cpu_count() or 1), b)  # noqa: E731
+    try:
+        for epoch in range(args.epochs):
+            start = time.perf_counter()
+            perm = rng.permutation(len(x))
+            with tqdm(total=len(x), desc=f"epoch {epoch + 1}/{args.epochs}", leave=False,
+                      disable=args.quiet) as bar:
+                r = sdnn.train_epoch(net, state, x[perm], y[perm], cfg, rng, progress=bar.update)
+            seconds = time.perf_counter() - start
+            result["mean_angle_deg"].append(float(np.nanmean(r["angle"])) if np.isfinite(r["angle"]).any() else None)
+            result["mean_L0"].append(float(np.mean(r["L0"])))
+            result["mean_L1"].append(float(np.mean(r["L1"])))
+            log_epoch(result, 1.0 - float(np.mean(r["correct"])), test(x_val, y_val), test(x_test, y_test), seconds)
+    except KeyboardInterrupt:
+        result["interrupted"] = True
+        print(f"interrupted after {result['epochs']} epochs; saving what was computed", file=sys.stderr)
+    return result
+
+
+TRAINERS["sdnn"] = train_sdnn
+
+
+@register(FIGURES, "3")
+def fig3(args):
+    """Fig 3C, "Illustration of a multi-compartment neural network model for deep learning": apical,
+    basal and somatic potentials and spikes of hidden units of 784-500-10 (PAPER preset) for one MNIST
+    example, forward then target phase; settle time, averaging windows and plateaus marked.
+    Illustrative only (the paper reports no statistic). The network first learns from 300 examples
+    (none with --quick) so that the target phase visibly moves the apical potentials."""
+    import sdnn
+    path = out_path(args, "fig3.npz")
+    if not args.replot:
+        data = load_data(args)
+        (x, y) = data["train"]
+        cfg = sdnn_config(argparse.Namespace(preset="paper", hidden=[500], etas=None))
+        rng = np.random.default_rng(args.seed)
+        net = sdnn.init_weights(x.shape[1], cfg, rng)
+        state = sdnn.init_state(net)
+        n_warm = 0 if args.quick else 300
+        sdnn.train_epoch(net, state, x[:n_warm], y[:n_warm], cfg, rng)
+        info = sdnn.train_example(net, state, x[n_warm], y[n_warm], cfg, rng, record=True)
+        units = np.argsort(np.abs(info["alpha_t"][0] - info["alpha_f"][0]))[-3:][::-1]   # largest plateau change
+        tr = lambda key: np.concatenate([info[key][0][:, :, units], ], axis=0)        # noqa: E731
+        np.savez(path, f=tr("trace_f"), t=tr("trace_t"), units=units, T=np.array(info["T"]),
+                 alpha_f=info["alpha_f"][0][units], alpha_t=info["alpha_t"][0][units],
+                 Va_f=info["V_a_f"][0][units], Va_t=info["V_a_t"][0][units], label=y[n_warm],
+                 t_settle=cfg.t_settle, k_b=cfg.k_b)
+        print(f"simulated one training example (label {y[n_warm]}) after {n_warm} examples; wrote {path}")
+    plot_fig3(args, path)
+
+
+def plot_fig3(args, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    d = np.load(path)
+    T_f, T_t = (int(v) for v in d["T"])
+    tr = np.concatenate([d["f"], d["t"]])                   # (T_f + T_t, 4, units): V_b, V_a, V, spikes
+    time_ms = np.arange(T_f + T_t)
+    n_units = tr.shape[2]
+    fig, axes = plt.subplots(n_units, 1, figsize=(9, 2.6 * n_units), sharex=True)
+    for u, ax in enumerate(np.atleast_1d(axes)):
+        ax.plot(time_ms, tr[:, 1, u], color="tab:red", lw=1, label="apical $V^{0a}$")
+        ax.plot(time_ms, tr[:, 0, u], color="tab:blue", lw=1, label="basal $V^{0b}$")
+        ax.plot(time_ms, tr[:, 2, u], color="k", lw=1, label="soma $V^0$")
+        spikes = np.flatnonzero(tr[:, 3, u])
+        top = ax.get_ylim()[1]
+        ax.plot(spikes, np.full(len(spikes), top), "|", color="k", ms=8, label="spikes")
+        for start, T, va, alpha, name in ((0, T_f, d["Va_f"][u], d["alpha_f"][u], "f"),
+                                          (T_f, T_t, d["Va_t"][u], d["alpha_t"][u], "t")):
+            ax.axvspan(start, start + int(d["t_settle"]), color="0.9", zorder=0)
+            ax.hlines(va, start + int(d["t_settle"]), start + T, color="tab:red", ls="--", lw=1.5)
+            ax.text(start + T - 1, va, f" $\\alpha^{name}$ = $\\sigma$({va:.2f}) = {alpha:.3f}",
+                    color="tab:red", ha="right", va="bottom", fontsize=8)
+        ax.axvline(T_f, color="0.4", lw=1)
+        ax.set_ylabel(f"unit {int(d['units'][u])}\nvoltage")
+    axes = np.atleast_1d(axes)
+    axes[0].legend(loc="upper left", fontsize=7, ncol=4)
+    axes[0].set_title(f"Fig 3C (real simulation, PAPER preset, label {int(d['label'])}): forward phase | "
+                      f"target phase; gray = {int(d['t_settle'])} ms settle, dashed = mean apical "
+                      f"potential over the averaging window", fontsize=9)
+    axes[-1].set_xlabel("time (ms)")
+    print(f"wrote {save_figure(fig, args, 'fig3')}")
+
+
+@register(FIGURES, "4")
+def fig4(args):
+    """Fig 4B, "Illustration of network phases for learning": phase lengths 50 ms + Wald(2, 1), as the
+    code samples them (integer truncation) and continuous. Paper: phases usually last 50-60 ms."""
+    import sdnn
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    cfg, rng = sdnn.PAPER, np.random.default_rng(args.seed)
+    n = 20_000 if args.quick else 1_000_000
+    trunc = sdnn.phase_lengths(n, cfg, rng)
+    cont = sdnn.phase_lengths(n, cfg, rng, discrete=False)
+    stats = {"n": n, "mean_truncated_ms": float(trunc.mean()), "mean_continuous_ms": float(cont.mean()),
+             "fraction_truncated_50_to_60": float(np.mean(trunc < 60)),
+             "fraction_truncated_ge_60": float(np.mean(trunc >= 60)),
+             "quantiles_continuous_ms": {q: float(np.quantile(cont, q)) for q in (0.5, 0.9, 0.99)}}
+    save_json(stats, out_path(args, "fig4.json"))
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    bins = np.arange(50, 71, 0.25)
+    ax.hist(cont, bins=bins, density=True, alpha=0.5, label="50 + Wald(2, 1), continuous")
+    ax.hist(trunc, bins=np.arange(50, 71) - 0.5 + 0.5, density=True, histtype="step", lw=2,
+            label="50 + int(Wald(2, 1)) (the code; used here)")
+    ax.set_xlabel("phase length (ms)")
+    ax.set_ylabel("density")
+    ax.set_title(f"Fig 4B: mean {trunc.mean():.2f} ms (truncated), {cont.mean():.2f} ms (continuous); "
+                 f"{100 * np.mean(trunc >= 60):.1f} % >= 60 ms", fontsize=9)
+    ax.legend(fontsize=8)
+    print(json.dumps(stats, indent=1))
+    print(f"wrote {save_figure(fig, args, 'fig4')}")
+
+
+@register(STUDIES, "sdnn_fidelity")
+def study_sdnn_fidelity(args):
+    """Fidelity to the original code's learning curves (784-500-10, etas 0.21/0.21, all 60k images):
+    ORIGINAL_CODE spiking: test error on 1,000 random test images after 3k/6k/9k/12k examples
+    (original, seed 0: 38.7 / 20.0 / 19.9 / 17.2 %; seed 1 after 3k: 52.5 %); RATE: full test after
+    20k/60k/120k examples (original: 7.75 / 6.32 / 5.04 %). Seeds --seed .. --seed + 2 (1 with --quick)."""
+    import sdnn
+    data = datasets.load(args.dataset, data_dir=args.data_dir, n_valid=0)
+    (x, y), (x_test, y_test) = data["train"], data["test"]
+    seeds = range(args.seed, args.seed + (1 if args.quick else 3))
+    out = {"original_code_spiking": {"checkpoints": [3000, 6000, 9000, 12000],
+                                     "original_seed0": [38.7, 20.0, 19.9, 17.2], "runs": {}},
+           "rate": {"checkpoints": [20000, 60000, 120000], "original_seed0": [7.75, 6.32, 5.04], "runs": {}}}
+    for key, cfg in (("original_code_spiking", sdnn.ORIGINAL_CODE), ("rate", sdnn.RATE)):
+        part = out[key]
+        checkpoints = [c // 10 for c in part["checkpoints"]] if args.quick else part["checkpoints"]
+        for seed in seeds:
+            rng = np.random.default_rng(seed)
+            net = sdnn.init_weights(x.shape[1], cfg, rng)
+            state = sdnn.init_state(net)
+            order = np.concatenate([rng.permutation(len(x)) for _ in range(-(-checkpoints[-1] // len(x)))])
+            errs, done = [], 0
+            for c in checkpoints:
+                sdnn.train_epoch(net, state, x[order[done:c]], y[order[done:c]], cfg, rng)
+                done = c
+                idx = rng.choice(len(x_test), 1000, replace=False) if cfg.spiking else np.arange(len(x_test))
+                errs.append(100 * error_rate(sdnn.predict(net, x_test[idx], cfg, rng, os.cpu_count() or 1), y_test[idx]))
+                print(f"{key} seed {seed}: {c} examples, test error {errs[-1]:.2f} %", flush=True)
+            part["runs"][str(seed)] = errs
+        runs = np.array(list(part["runs"].values()))
+        part["mean"], part["sd"] = runs.mean(0).tolist(), runs.std(0).tolist()
+        print(f"{key}: mean {np.round(part['mean'], 2)} sd {np.round(part['sd'], 2)} vs original "
+              f"{part['original_seed0']}")
+    print(f"wrote {save_json(out, args.json or out_path(args, 'sdnn_fidelity.json'))}")
+
+
+@register(BENCHES, "sdnn")
+def bench_sdnn(args):
+    """Speed of sdnn.py: PAPER preset on one core (ms per training example, per 500-ms test example,
+    training examples/s, synaptic events/s) for 784-10, 784-500-10, 784-500-100-10 on MNIST images and
+    3072-500-10 on synthetic CIFAR-like images; the RATE preset's epoch; test throughput on all cores.
+    Times are CPU time of this process (the other cores may be busy)."""
+    import dataclasses
+    import sdnn
+    rng = np.random.default_rng(0)
+    try:
+        mnist = datasets.load("mnist", data_dir=args.data_dir)["train"][0][:2000]
+    except (datasets.DataError, OSError):
+        mnist = np.where(rng.random((2000, 784)) < 0.19, rng.random((2000, 784)), 0).astype(np.float32)
+        print("MNIST not found: synthetic MNIST-like inputs (19 % non-zero pixels)")
+    cifar = np.clip(rng.normal(0.47, 0.25, (300, 3072)), 0, 1).astype(np.float32)   # CIFAR-10 pixel mean, SD
+    n_train, n_test = (60, 10) if args.quick else (400, 60)
+    cores = os.cpu_count() or 1
+    out = {"cpu_seconds": True, "cores": cores}
+    for name, X, hidden in (("784-10", mnist, ()), ("784-500-10", mnist, (500,)),
+                            ("784-500-100-10", mnist, (500, 100)), ("3072-500-10", cifar, (500,))):
+        cfg = dataclasses.replace(sdnn.PAPER, hidden=hidden, etas=sdnn.PAPER_ETAS[hidden])
+        net = sdnn.init_weights(X.shape[1], cfg, rng)
+        state = sdnn.init_state(net)
+        y = rng.integers(0, 10, len(X))
+        sdnn.train_epoch(net, state, X[:20], y[:20], cfg, rng)           # compile, leave the initial transient
+        start = time.process_time()
+        r = sdnn.train_epoch(net, state, X[20:20 + n_train], y[20:20 + n_train], cfg, rng)
+        train_s = (time.process_time() - start) / n_train
+        sizes = (X.shape[1],) + hidden + (10,)
+        fan_out = list(sizes[1:]) + [sum(hidden)]                       # input, hidden..., output (apical)
+        spikes = r["n_spikes"]
+        events = float(np.dot(spikes, fan_out)) / n_train
+        start = time.process_time()
+        for x in X[:n_test]:
+            sdnn.test_example(net, x, cfg, rng)
+        test_s = (time.process_time() - start) / n_test
+        out[name] = {"ms_per_train_example": 1e3 * train_s, "ms_per_test_example": 1e3 * test_s,
+                     "train_examples_per_s": 1 / train_s, "synaptic_events_per_s": events / train_s,
+                     "spikes_per_train_example": (np.asarray(spikes) / n_train).tolist()}
+        print(f"PAPER {name:15s}: {1e3 * train_s:6.3f} ms / train example ({1 / train_s:6.0f} /s), "
+              f"{1e3 * test_s:6.3f} ms / {cfg.test_ms}-ms test example, {events / train_s / 1e6:6.1f} M "
+              f"synaptic events / s", flush=True)
+    # test throughput on all cores (wall clock), 784-500-10
+    cfg = sdnn.PAPER
+    net = sdnn.init_weights(784, cfg, rng)
+    n_par = 40 if args.quick else 400
+    Xt = mnist[:n_par]
+    for jobs in sorted({1, cores}):
+        start = time.perf_counter()
+        sdnn.predict(net, Xt, cfg, rng, n_jobs=jobs)
+        out[f"test_images_per_s_{jobs}_threads"] = n_par / (time.perf_counter() - start)
+        print(f"PAPER 784-500-10 test, {jobs} thread(s): {out[f'test_images_per_s_{jobs}_threads']:.0f} "
+              f"images / s (wall clock)")
+    # RATE preset: seconds per 60,000-example epoch
+    cfg = sdnn.RATE
+    net = sdnn.init_weights(784, cfg, rng)
+    n_rate = 6000 if args.quick else 20000
+    Xr = np.resize(mnist, (n_rate, 784))
+    yr = rng.integers(0, 10, n_rate)
+    sdnn.train_epoch(net, None, Xr[:100], yr[:100], cfg, rng)
+    start = time.process_time()
+    sdnn.train_epoch(net, None, Xr, yr, cfg, rng)
+    out["rate_784-500-10_s_per_60k_epoch"] = (time.process_time() - start) * 60_000 / n_rate
+    print(f"RATE 784-500-10: {out['rate_784-500-10_s_per_60k_epoch']:.2f} s per 60,000-example epoch")
+    return out
+
+
 # ------------------------------------------------------------------------------------------------
 # Command line.
 
@@ -269,6 +533,9 @@ def parse(argv=None):
     p.add_argument("--quick", action="store_true", help="a small, fast version (smoke tests)")
     p.add_argument("--replot", action="store_true", help="redraw a figure from saved results")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--preset", default="paper", help="sdnn: paper, rate or original_code (sdnn.PRESETS)")
+    p.add_argument("--etas", type=float, nargs="+", help="sdnn: learning rates, first hidden .. output "
+                   "(default: the paper's for --hidden)")
     args = p.parse_args(argv)
     for name, value in (("--epochs", args.epochs), ("--limit", args.limit), ("--batch", args.batch)):
         if value is not None and value <= 0:

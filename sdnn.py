@@ -687,7 +687,8 @@ def jacobians(net, V_out_f, cfg):
 
 def train_epoch(net, state, X, y, cfg, rng, record_every=0, progress=None, jit=True):
     """Train on X, y in the given order, one example at a time. Returns per-example arrays
-    (L0, L1, correct, angle) and every `record_every`-th example's full info in "records"."""
+    (L0, L1, correct, angle), total spikes per population ("n_spikes", spiking mode) and every
+    `record_every`-th example's full info in "records"."""
     N = len(X)
     out = {"L0": np.zeros(N), "L1": np.zeros(N), "correct": np.zeros(N, bool), "angle": np.full(N, np.nan)}
     if not cfg.spiking and not cfg.symmetric_feedback and not record_every:
@@ -699,9 +700,11 @@ def train_epoch(net, state, X, y, cfg, rng, record_every=0, progress=None, jit=T
                 progress(min(1000, N - a))
         return out
     out["records"] = []
+    n_spikes = 0
     for i in range(N):
         rec = record_every and i % record_every == 0
         info = train_example(net, state, X[i], y[i], cfg, rng, record=bool(rec), jit=jit)
+        n_spikes = n_spikes + np.array(info.get("n_spikes", 0))
         out["L0"][i], out["L1"][i] = info["L0"], info["L1"]
         out["correct"][i] = info["pred"] == y[i]
         out["angle"][i] = info.get("angle", np.nan)
@@ -709,6 +712,7 @@ def train_epoch(net, state, X, y, cfg, rng, record_every=0, progress=None, jit=T
             out["records"].append(info)
         if progress:
             progress(1)
+    out["n_spikes"] = n_spikes
     return out
 
 
@@ -723,7 +727,7 @@ def test_example(net, x, cfg, rng, jit=True):
     return run_phase(net, state, x, cfg.test_ms, None, cfg, rng, jit=jit, learn=False)["V"][-1]
 
 
-def predict(net, X, cfg, rng, n_jobs=2, chunk=50, jit=True):
+def predict(net, X, cfg, rng, n_jobs=2, chunk=20, jit=True):
     """Predicted classes for images X (N, n_in). Spiking mode runs chunks of `chunk` images in
     `n_jobs` threads (the kernel releases the GIL); each chunk has its own Generator spawned from
     one SeedSequence drawn from rng, so the result does not depend on n_jobs."""
