@@ -239,6 +239,7 @@ def run_benches(args):
 def sdnn_config(args, n_out=10):
     """sdnn.Config of --preset with --hidden and --etas (default: the paper's rates for that network)."""
     import dataclasses
+
     import sdnn
     if args.preset not in sdnn.PRESETS:
         raise ValueError(f"unknown --preset {args.preset!r}: choose from {sorted(sdnn.PRESETS)}")
@@ -262,8 +263,9 @@ def train_sdnn(args):
 
     train_error is the online error of the forward phases during the epoch (the code's
     record_training_error): a spiking test of all training images would cost more than the epoch."""
-    import sdnn
     from tqdm import tqdm
+
+    import sdnn
     data = load_data(args)
     (x, y), (x_val, y_val), (x_test, y_test) = data["train"], data["val"], data["test"]
     if args.quick:
@@ -278,7 +280,10 @@ def train_sdnn(args):
     mode = "spiking" if cfg.spiking else "RATE MODE (not the paper's model)"
     print(f"sdnn {'-'.join(map(str, (x.shape[1], *cfg.hidden, cfg.n_out)))} on {args.dataset}, preset "
           f"{args.preset} ({mode}): {len(x)} train, {len(x_val)} val, {len(x_test)} test; etas {cfg.etas}")
-    test = lambda a, b: error_rate(sdnn.predict(net, a, cfg, rng, n_jobs=os.cpu_count() or 1), b)  # noqa: E731
+
+    def test(images, labels):
+        return error_rate(sdnn.predict(net, images, cfg, rng, n_jobs=os.cpu_count() or 1), labels)
+
     try:
         for epoch in range(args.epochs):
             start = time.perf_counter()
@@ -320,8 +325,8 @@ def fig3(args):
         sdnn.train_epoch(net, state, x[:n_warm], y[:n_warm], cfg, rng)
         info = sdnn.train_example(net, state, x[n_warm], y[n_warm], cfg, rng, record=True)
         units = np.argsort(np.abs(info["alpha_t"][0] - info["alpha_f"][0]))[-3:][::-1]   # largest plateau change
-        tr = lambda key: np.concatenate([info[key][0][:, :, units], ], axis=0)        # noqa: E731
-        np.savez(path, f=tr("trace_f"), t=tr("trace_t"), units=units, T=np.array(info["T"]),
+        np.savez(path, f=info["trace_f"][0][:, :, units], t=info["trace_t"][0][:, :, units], units=units,
+                 T=np.array(info["T"]),
                  alpha_f=info["alpha_f"][0][units], alpha_t=info["alpha_t"][0][units],
                  Va_f=info["V_a_f"][0][units], Va_t=info["V_a_t"][0][units], label=y[n_warm],
                  t_settle=cfg.t_settle, k_b=cfg.k_b)
@@ -367,10 +372,11 @@ def plot_fig3(args, path):
 def fig4(args):
     """Fig 4B, "Illustration of network phases for learning": phase lengths 50 ms + Wald(2, 1), as the
     code samples them (integer truncation) and continuous. Paper: phases usually last 50-60 ms."""
-    import sdnn
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    import sdnn
     cfg, rng = sdnn.PAPER, np.random.default_rng(args.seed)
     n = 20_000 if args.quick else 1_000_000
     trunc = sdnn.phase_lengths(n, cfg, rng)
@@ -437,6 +443,7 @@ def bench_sdnn(args):
     3072-500-10 on synthetic CIFAR-like images; the RATE preset's epoch; test throughput on all cores.
     Times are CPU time of this process (the other cores may be busy)."""
     import dataclasses
+
     import sdnn
     rng = np.random.default_rng(0)
     try:

@@ -887,7 +887,7 @@ def _phase_kernel(T, lo, hi, WT, b, YT, S, R, x_pre, x_out, n_out_hist, phi_out,
                 P0[0, j] += Kt                           # window sum of s_in (s-bar, Eqs 33, 35)
                 P0[1, j] += ELt                          # presynaptic traces at the phase end
                 P0[2, j] += Est
-        in_win = lo <= t and t < hi
+        in_win = lo <= t < hi
         for k in range(L + 1):
             Sk, Rk, bk, Ak, reck = S[k], R[k], b[k], A[k], rec[k]
             m = Sk.shape[1]
@@ -945,7 +945,7 @@ def _phase_kernel(T, lo, hi, WT, b, YT, S, R, x_pre, x_out, n_out_hist, phi_out,
                             A1[i] += Va[i]                           # plateau average (Eq 21)
                 else:                                                # per-unit plateau windows
                     for i in range(m):
-                        if lo_k[i] <= t and t < hi_k[i]:
+                        if lo_k[i] <= t < hi_k[i]:
                             A1[i] += Va[i]
             else:
                 for i in range(m):

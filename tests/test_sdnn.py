@@ -5,10 +5,10 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from conftest import data_dir_or_skip
 
 import datasets
 import sdnn
-from conftest import data_dir_or_skip
 
 SMALL = replace(sdnn.PAPER, hidden=(40,))                       # fast variants of the presets
 SMALL_ORIG = replace(sdnn.ORIGINAL_CODE, hidden=(40,))
@@ -118,6 +118,26 @@ def test_event_driven_sums_equal_direct_convolution(cfg):
     if cfg.psp == "exact":   # end traces: x_L = sum_u d_L^(T-1-u) n_u
         decay = cfg.d_L ** np.arange(T1 + T2 - 1, -1, -1)
         np.testing.assert_allclose(state.x_pre[1][0], decay @ counts, rtol=1e-9)
+
+
+@pytest.mark.parametrize("cfg", [SMALL, SMALL_ORIG], ids=["exact", "truncated10"])
+def test_apical_potential_equals_direct_convolution_of_output_spikes(cfg):
+    """V0a(t) = Y s1(t), with the output spikes emitted before step t (Eq 13; spec §1.2): kernel weight
+    kappa(t - u) for a spike at step u < t (both conventions agree here: the newest weighs kappa(1))."""
+    rng = np.random.default_rng(8)
+    net = sdnn.init_weights(64, cfg, rng)
+    state = sdnn.init_state(net)
+    x = _inputs(rng, 1)[0][0]
+    o = sdnn.run_phase(net, state, x, 120, 2, cfg, rng, record=True)
+    n_out = o["trace"][1][:, 3]                                   # (T, 10) output spikes
+    T = len(n_out)
+    k = sdnn.kappa(np.arange(T), cfg)                             # kappa(0) = 0
+    if cfg.psp == "truncated10":
+        k[11:] = 0.0
+    s1 = np.stack([np.convolve(n_out[:, j], k)[:T] for j in range(10)], axis=1)    # sum_{u<t} kappa(t-u) n_u
+    np.testing.assert_allclose(o["trace"][0][:, 1], s1 @ net.Y[0].T.astype(np.float64), atol=2e-4)
+    lo = 30 if cfg.window == "after_settle" else T - 20
+    np.testing.assert_allclose(o["V_a"][0], (s1[lo:] @ net.Y[0].T).mean(0), atol=2e-4)
 
 
 def test_postsynaptic_traces_stay_equal_to_W_times_presynaptic_traces():
@@ -295,10 +315,10 @@ def test_config_derived_constants_and_presets():
 
 
 @pytest.mark.parametrize("change,field", [
-    (dict(g_b=-0.6), "g_b"), (dict(g_a=-0.1), "g_a"), (dict(phase_min=20), "phase_min"),
-    (dict(test_ms=30), "test_ms"), (dict(etas=(0.2,)), "etas"), (dict(psp="gauss"), "psp"),
-    (dict(window="last30"), "window"), (dict(sparse_feedback=1.0), "sparse_feedback"),
-    (dict(hidden=(500, 0), etas=(1, 1, 1)), "hidden"), (dict(tau_s=10.0), "tau_s"),
+    ({"g_b": -0.6}, "g_b"), ({"g_a": -0.1}, "g_a"), ({"phase_min": 20}, "phase_min"),
+    ({"test_ms": 30}, "test_ms"), ({"etas": (0.2,)}, "etas"), ({"psp": "gauss"}, "psp"),
+    ({"window": "last30"}, "window"), ({"sparse_feedback": 1.0}, "sparse_feedback"),
+    ({"hidden": (500, 0), "etas": (1, 1, 1)}, "hidden"), ({"tau_s": 10.0}, "tau_s"),
 ])
 def test_config_validation_names_the_field(change, field):
     with pytest.raises(ValueError, match=f"Config.{field}"):
