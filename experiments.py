@@ -284,6 +284,8 @@ def train_sdnn(args):
     def test(images, labels):
         return error_rate(sdnn.predict(net, images, cfg, rng, n_jobs=os.cpu_count() or 1), labels)
 
+    result["initial_test_error"] = test(x_test, y_test)      # the paper tests once before training
+    print(f"initial test error {100 * result['initial_test_error']:.2f}%")
     try:
         for epoch in range(args.epochs):
             start = time.perf_counter()

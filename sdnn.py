@@ -590,8 +590,9 @@ def update_weights(net, k, E, s, eta, P, jit=True):
     return scale
 
 
-def train_example(net, state, x, label, cfg, rng, record=False, jit=True):
+def train_example(net, state, x, label, cfg, rng, record=False, jit=True, update=True):
     """One training example: forward phase, target phase, one update of all layers (Methods; spec §1.20).
+    update=False runs both phases without changing the weights (Fig 5B: L0 and L1 of test images).
 
     Returns a dict: L0 (Eq 32, first hidden layer) and L1 (Eq 23, output), the predicted class of the
     forward phase, alpha_f/alpha_t, the backprop angle of the first hidden layer (spec §1.19; degrees),
@@ -633,10 +634,12 @@ def train_example(net, state, x, label, cfg, rng, record=False, jit=True):
             E_bp = (net.W[k + 1].T @ E_bp) * cfg.k_b * cfg.phi_max * dsigma(V_f[k])          # spec §1.19
             if k == 0:
                 info["angle"] = _angle(E[0], E_bp)
+        if not update:
+            continue
         eta, P = cfg.etas[k], (cfg.P1 if k == L else cfg.P0)
         scale = update_weights(net, k, E[k], f["s"][k], eta, P, jit)
         _fix_traces(state, k, scale * E[k], f["s"][k], t, cfg)
-    if cfg.symmetric_feedback:
+    if cfg.symmetric_feedback and update:
         make_symmetric(net, cfg, rng)
         _refresh_apical(net, state, cfg)
     return info

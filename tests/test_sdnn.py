@@ -184,6 +184,9 @@ def test_hidden_update_zero_when_plateaus_equal():
         sdnn.train_example(net, state, x[i], y[i], SMALL, rng)
     assert np.array_equal(net.W[0], W0) and np.array_equal(net.b[0], b0)
     assert not np.array_equal(net.W[1], W1)                     # the output layer did learn
+    W1 = net.W[1].copy()
+    info = sdnn.train_example(net, state, x[0], y[0], SMALL, rng, update=False)   # Fig 5B: no learning
+    assert np.array_equal(net.W[1], W1) and info["L1"] > 0
 
 
 @pytest.mark.parametrize("teach_scale,slope,offset", [("unscaled", 0.6 / 1.7, 8 / 1.7), ("literal", 0.75, 1.0)])
