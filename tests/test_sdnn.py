@@ -360,3 +360,30 @@ def test_spiking_network_learns_mnist():
     err1 = sdnn.test_error(net, Xt[:300], yt[:300], cfg, rng)
     assert err0 > 80 and err1 < 60, (err0, err1)
     assert np.nanmean(r["angle"][-500:]) < 85            # local update drifts towards backprop's (Fig 7A)
+
+
+def test_rate_preset_follows_original_code_curve():
+    """RATE preset, 60,000 examples: the original code's rate mode reached 6.32 % (seed 0); three seeds
+    of this code gave 6.0-7.0 % (spec §1.18, results/sdnn_fidelity.json)."""
+    d = datasets.load("mnist", data_dir_or_skip("mnist"), n_valid=0)
+    (X, y), (Xt, yt) = d["train"], d["test"]
+    rng = np.random.default_rng(0)
+    net = sdnn.init_weights(784, sdnn.RATE, rng)
+    order = rng.permutation(len(X))
+    sdnn.train_epoch(net, None, X[order], y[order], sdnn.RATE, rng)
+    assert sdnn.test_error(net, Xt, yt, sdnn.RATE, rng) < 8.5
+
+
+@pytest.mark.slow
+def test_original_code_preset_learns_like_the_original():
+    """ORIGINAL_CODE spiking, 6,000 examples: the original reached 20.0 % (seed 0) on 1,000 test images;
+    three seeds of this code gave 31-34 % (a slower start; see the README)."""
+    d = datasets.load("mnist", data_dir_or_skip("mnist"), n_valid=0)
+    (X, y), (Xt, yt) = d["train"], d["test"]
+    rng = np.random.default_rng(0)
+    cfg = sdnn.ORIGINAL_CODE
+    net = sdnn.init_weights(784, cfg, rng)
+    order = rng.permutation(len(X))[:6000]
+    sdnn.train_epoch(net, sdnn.init_state(net), X[order], y[order], cfg, rng)
+    idx = rng.choice(len(Xt), 1000, replace=False)
+    assert sdnn.test_error(net, Xt[idx], yt[idx], cfg, rng) < 45
