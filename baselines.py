@@ -602,3 +602,467 @@ def predict(params, x, cfg, chunk=10_000):
     """Class predictions: the most active output unit, in chunks to bound memory."""
     return np.concatenate([forward(params, x[i:i + chunk], cfg)["h"][-1].argmax(axis=1)
                            for i in range(0, len(x), chunk)])
+
+
+# ================================================================================================
+# Three rules with trainers of their own (baselines.md sections 5-7). They do not fit the skeleton
+# above: Krotov-Hopfield learns its hidden layer without labels, equilibrium propagation settles an
+# energy twice, the microcircuit carries its errors in apical dendrites. Each has a small frozen config
+# and pure functions (arrays in, arrays out, explicit np.random.Generator); experiments.py loops.
+# Weights keep the orientation of the skeleton: W_l (n_l, n_(l-1)), rows are examples.
+
+
+# ---- Krotov-Hopfield: unsupervised learning by competing hidden units -------------------------
+# Krotov & Hopfield (2019), PNAS 116:7723 (b.md 5). Reference code: DimaKrotov/Biological_Learning,
+# the MNIST notebook, whose loop kh_currents / kh_competition / kh_update follow line by line.
+
+@dataclass(frozen=True)
+class KHConfig:
+    """Krotov-Hopfield network: v (n_in) -> h (n_hidden, unsupervised) -> c (n_out, supervised)."""
+    n_hidden: int = 2000        # hidden units; the paper's MNIST network (b.md 5.2); demo notebook 100
+    p: float = 3.0              # Lebesgue-p norm of the synapses; paper MNIST p = 3 [MEM], demo p = 2
+    k: int = 7                  # rank of the unit that gets -Delta; paper MNIST k = 7 [MEM], demo 2
+    Delta: float = 0.4          # strength of the anti-Hebbian term (demo and paper)
+    eps0: float = 2e-2          # initial learning rate of the synapses (demo notebook)
+    epochs_unsup: int = 100     # unsupervised epochs; eps falls linearly from eps0 to 0 over them (b.md 5.1)
+    batch_unsup: int = 100      # minibatch of the unsupervised layer (demo notebook)
+    precision: float = 1e-30    # floor of max|dW| in the normalisation (demo notebook `prec`)
+    n: float = 4.5              # power of the rectified polynomial units h = max(W v, 0)^n (b.md 5.2)
+    beta: float = 0.01          # inverse temperature of the outputs c = tanh(beta S h)
+    m: int = 6                  # loss exponent: C = sum_alpha |c_alpha - t_alpha|^m, t in {-1, +1}
+    lr: float = 1e-3            # Adam learning rate of the top layer S (Adam constants as in Config)
+    batch: int = 100            # minibatch of the top layer
+    dtype: str = "float32"      # float32 for training, float64 for the tests
+
+    def __post_init__(self):
+        if int(self.n_hidden) != self.n_hidden or self.n_hidden < 2:
+            raise ValueError(f"n_hidden={self.n_hidden}: the competition needs at least 2 hidden units "
+                             "(e.g. --hidden 2000)")
+        if int(self.k) != self.k or not 2 <= self.k <= self.n_hidden:
+            raise ValueError(f"k={self.k}: the anti-Hebbian rank must be an integer in [2, n_hidden] "
+                             "(rank 1 is the Hebbian winner); Krotov uses k = 2 (demo) or 7")
+        if not self.p >= 2:
+            raise ValueError(f"p={self.p}: the Lebesgue exponent must be >= 2 (demo 2, paper 3)")
+        if not self.Delta >= 0 or not self.eps0 > 0 or not self.lr > 0:
+            raise ValueError(f"Delta={self.Delta}, eps0={self.eps0}, lr={self.lr}: Delta must be >= 0 and "
+                             "the learning rates positive")
+        if min(self.batch, self.batch_unsup, self.epochs_unsup) <= 0:
+            raise ValueError(f"batch={self.batch}, batch_unsup={self.batch_unsup}, epochs_unsup="
+                             f"{self.epochs_unsup}: must be positive integers")
+
+
+def kh_init(n_in, cfg, rng):
+    """Synapses W (n_hidden, n_in) ~ N(0, 1), the notebook's initialisation (b.md 5.1, item 6)."""
+    return rng.standard_normal((cfg.n_hidden, n_in)).astype(cfg.dtype)
+
+
+def lp_weights(W, p):
+    """sign(W) |W|^(p-1): what multiplies v in the Lebesgue-p inner product <W_mu, v>."""
+    if p == 2:
+        return W
+    if p == 3:
+        return W * np.abs(W)                                 # the same for p = 3, without pow
+    return np.sign(W) * np.abs(W) ** (p - 1)
+
+
+def kh_currents(W, v, p):
+    """I_mu = <W_mu, v>_mu = sum_i sign(W_mu,i) |W_mu,i|^(p-1) v_i for each example: (B, n_hidden)."""
+    return v @ lp_weights(W, p).T                            # Eq. b.md 5.1 item 1
+
+
+def kh_competition(I, k, Delta):
+    """g (B, n_hidden): +1 for each example's most driven unit, -Delta for its k-th ranked unit, else 0.
+
+    The fast version of the paper's global inhibition (b.md 5.1 item 2). As in the reference notebook
+    only the single k-th ranked unit is pushed away, not every unit ranked below k (b.md 5.4)."""
+    B = len(I)
+    ranked = np.argpartition(-I, (0, k - 1), axis=1)         # column 0: rank 1, column k-1: rank k
+    g = np.zeros_like(I)
+    g[np.arange(B), ranked[:, 0]] = 1.0                      # Hebbian: the winner
+    g[np.arange(B), ranked[:, k - 1]] = -Delta               # anti-Hebbian: the k-th ranked unit only
+    return g
+
+
+def kh_update(W, v, cfg):
+    """Normalised update dW / max|dW| (n_hidden, n_in) for one minibatch v (B, n_in).
+
+    dW_mu,i = sum over the batch of g_mu (v_i - I_mu W_mu,i)  (paper Eq. 3 with the rank-based g;
+    b.md 5.1 item 3). For a row on the unit L_p sphere the second term removes the radial part, so
+    ||W_mu||_p = 1 is the fixed point the rows converge to."""
+    I = kh_currents(W, v, cfg.p)                             # (B, n_hidden)
+    g = kh_competition(I, cfg.k, cfg.Delta)                  # (B, n_hidden)
+    dW = g.T @ v - np.sum(g * I, axis=0)[:, None] * W        # Eq. 3 (b.md 5.1 item 3)
+    return dW / max(float(np.abs(dW).max()), cfg.precision)  # b.md 5.1 item 4: largest change 1
+
+
+def kh_step(W, v, eps, cfg):
+    """W <- W + eps dW / max|dW| for one minibatch, in place (b.md 5.1 item 4)."""
+    W += (eps * kh_update(W, v, cfg)).astype(W.dtype)
+    return W
+
+
+def kh_eps(epoch, cfg):
+    """Learning rate of unsupervised epoch `epoch` (0-based): eps0 (1 - epoch / N_ep) (b.md 5.1 item 5)."""
+    return cfg.eps0 * (1.0 - epoch / cfg.epochs_unsup)
+
+
+def kh_hidden(W, x, cfg):
+    """Rectified polynomial units h_mu = max(sum_i W_mu,i v_i, 0)^n (B, n_hidden) (b.md 5.1, top layer).
+
+    The classifier reads the plain dot product, not the Lebesgue-p current of the learning rule."""
+    return np.maximum(x @ W.T, 0) ** cfg.n
+
+
+def kh_top_loss(S, h, t, cfg):
+    """Batch mean of C = sum_alpha |c_alpha - t_alpha|^m with c = tanh(beta S h), and dC/dS (n_out, n_hidden).
+
+    t holds the targets in {-1, +1} (b.md 5.1, supervised top layer)."""
+    c = np.tanh(cfg.beta * (h @ S.T))                        # c_alpha = tanh(beta sum_mu S_alpha,mu h_mu)
+    diff = c - t
+    C = float(np.mean(np.sum(np.abs(diff) ** cfg.m, axis=1)))
+    dC_dc = cfg.m * np.abs(diff) ** (cfg.m - 1) * np.sign(diff) / len(h)
+    dS = (dC_dc * cfg.beta * (1 - c * c)).T @ h              # chain rule through tanh
+    return C, dS
+
+
+def kh_top_init(n_out, cfg):
+    """Top-layer weights S (n_out, n_hidden) start at zero; the problem is convex enough in S alone."""
+    return np.zeros((n_out, cfg.n_hidden), cfg.dtype)
+
+
+def kh_predict(S, h):
+    """Class predictions: argmax_alpha c_alpha = argmax of S h, since tanh is increasing."""
+    return (h @ S.T).argmax(axis=1)
+
+
+# ---- Equilibrium propagation ------------------------------------------------------------------
+# Scellier & Bengio (2017), Front. Comput. Neurosci. 11:24, arXiv:1602.05179 (b.md 6). Reference code:
+# bscellier/Towards-a-Biologically-Plausible-Backprop (Theano). States s_l of the layers l = 1..L
+# (hidden and output), x clamped; rho is the hard sigmoid. The states stay in [0, 1], where rho(s) = s
+# and rho'(s) = 1 (also at the edges, as the reference code's clip gradient), so E is a quadratic there
+# and the state dynamics below are projected gradient descent on it.
+
+@dataclass(frozen=True)
+class EqPropConfig:
+    """Equilibrium-propagation network; defaults are Table 2's 784-500-10 row (b.md 6.2)."""
+    sizes: tuple = (784, 500, 10)   # layer widths, input first
+    n_free: int = 20                # free-phase iterations per minibatch (Table 2: 20 / 100 / 500)
+    n_clamped: int = 4              # weakly clamped iterations (Table 2: 4 / 6 / 8)
+    epsilon: float = 0.5            # step of the state dynamics s <- clip(s - epsilon dF/ds, 0, 1)
+    beta: float = 1.0               # clamping factor (Table 2; the reference code uses 0.5 for net 1)
+    alphas: tuple = (0.1, 0.05)     # learning rate of W_l, b_l, bottom layer first (Table 2)
+    batch: int = 20                 # minibatch (reference code)
+    random_sign: bool = True        # flip the sign of beta at random for every minibatch (paper, 3.3)
+    n_free_eval: int = 100          # free iterations from s = 0 when predicting (no persistent particle)
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        if len(self.sizes) < 3 or any(int(n) != n or n <= 0 for n in self.sizes):
+            raise ValueError(f"sizes={self.sizes}: equilibrium propagation needs positive layer sizes and "
+                             "at least one hidden layer (e.g. --hidden 500)")
+        if len(self.alphas) != len(self.sizes) - 1 or not all(a > 0 for a in self.alphas):
+            raise ValueError(f"alphas={self.alphas}: give one positive learning rate per weight layer "
+                             f"({len(self.sizes) - 1} for sizes {self.sizes}), e.g. --set alphas=0.1,0.05")
+        if not 0 < self.epsilon <= 1:
+            raise ValueError(f"epsilon={self.epsilon}: the state step must be in (0, 1] (paper 0.5)")
+        if self.beta == 0:
+            raise ValueError("beta=0: the clamped phase would equal the free phase; use e.g. beta=1")
+        if min(self.n_free, self.n_clamped, self.n_free_eval, self.batch) <= 0:
+            raise ValueError(f"n_free={self.n_free}, n_clamped={self.n_clamped}, n_free_eval="
+                             f"{self.n_free_eval}, batch={self.batch}: must be positive integers")
+
+
+# Scellier's Table 2 (b.md 6.2): hidden layers -> (n_free, n_clamped, alphas); epsilon 0.5, beta 1.0.
+EQPROP_TABLE2 = {
+    (500,): dict(n_free=20, n_clamped=4, alphas=(0.1, 0.05)),
+    (500, 500): dict(n_free=100, n_clamped=6, alphas=(0.4, 0.1, 0.01)),
+    (500, 500, 500): dict(n_free=500, n_clamped=8, alphas=(0.128, 0.032, 0.008, 0.002)),
+}
+
+
+def rho(s):
+    """Hard sigmoid rho(s) = min(max(s, 0), 1)."""
+    return np.clip(s, 0.0, 1.0)
+
+
+def eqprop_init(cfg, rng):
+    """Glorot-uniform W_l (n_l, n_(l-1)) and zero b_l, as the reference code."""
+    W, b = [], []
+    for n_in, n_out in zip(cfg.sizes[:-1], cfg.sizes[1:]):
+        r = np.sqrt(6.0 / (n_in + n_out))
+        W.append(rng.uniform(-r, r, size=(n_out, n_in)).astype(cfg.dtype))
+        b.append(np.zeros(n_out, cfg.dtype))
+    return {"W": W, "b": b}
+
+
+def eqprop_zero_state(params, n, dtype="float32"):
+    """States s_1..s_L of n examples, all zero (the start of a persistent particle)."""
+    return [np.zeros((n, W.shape[0]), dtype) for W in params["W"]]
+
+
+def energy(params, x, s):
+    """Hopfield-like energy per example (B,) (b.md 6.1):
+
+    E = 1/2 sum_l ||rho(s_l)||^2 - sum_l rho(s_l) W_l rho(s_(l-1)) - sum_l b_l rho(s_l),  s_0 = x."""
+    layers = [x] + list(s)
+    E = 0.5 * sum(np.sum(rho(u) ** 2, axis=1) for u in s)
+    for l, (W, b) in enumerate(zip(params["W"], params["b"])):
+        E = E - np.sum((rho(layers[l]) @ W.T) * rho(layers[l + 1]), axis=1) - rho(layers[l + 1]) @ b
+    return E
+
+
+def cost(s, d):
+    """C = 1/2 ||y - d||^2 per example (B,), y = s_L the output state (b.md 6.1)."""
+    return 0.5 * np.sum((s[-1] - d) ** 2, axis=1)
+
+
+def relax(params, x, s, n_iter, epsilon, beta=0.0, d=None):
+    """n_iter steps of s_l <- clip(s_l - epsilon dF/ds_l, 0, 1) on every layer at once; F = E + beta C.
+
+    dE/ds_l = s_l - (W_l rho(s_(l-1)) + b_l + W_(l+1)^T rho(s_(l+1))): each layer is pulled towards
+    the input it gets from both neighbours; beta dC/dy = beta (y - d) nudges the output towards d.
+    Returns the new states (a new list); the input drive W_1 x + b_1 is computed once."""
+    W, b, L = params["W"], params["b"], len(params["W"])
+    bottom = x @ W[0].T + b[0]                               # (B, n_1), constant during the phase
+    for _ in range(n_iter):
+        r = [rho(u) for u in s]
+        new = []
+        for l in range(L):
+            drive = bottom if l == 0 else r[l - 1] @ W[l].T + b[l]
+            if l < L - 1:
+                drive = drive + r[l + 1] @ W[l + 1]          # top-down: the same weights, transposed
+            dF = s[l] - drive                                # dE/ds_l
+            if l == L - 1 and beta != 0:
+                dF = dF + beta * (s[l] - d)                  # beta dC/dy: the weak clamping
+            new.append(rho(s[l] - epsilon * dF))
+        s = new
+    return s
+
+
+def eqprop_gradient(params, x, s_free, s_clamped, beta):
+    """Contrastive estimate of -dJ/dW_l and -dJ/db_l, batch mean (b.md 6.1 learning rule):
+
+    dW_l = 1/beta (rho(s^beta_l)^T rho(s^beta_(l-1)) - rho(s^0_l)^T rho(s^0_(l-1))), J = C at the free
+    fixed point. For beta -> 0 and settled phases it is the exact gradient (Scellier 2017, Theorem 1)."""
+    B = len(x)
+    l0, lb = [x] + list(s_free), [x] + list(s_clamped)
+    dW = [(rho(lb[l + 1]).T @ rho(lb[l]) - rho(l0[l + 1]).T @ rho(l0[l])) / (beta * B)
+          for l in range(len(params["W"]))]
+    db = [(rho(lb[l + 1]) - rho(l0[l + 1])).sum(axis=0) / (beta * B) for l in range(len(params["W"]))]
+    return dW, db
+
+
+def eqprop_step(params, x, d, s, cfg, rng):
+    """One minibatch: free phase from the particles s, weakly clamped phase from its end, update.
+
+    Returns (the new free states, to store back as persistent particles; the batch-mean cost at the
+    free fixed point). The sign of beta is drawn at random if cfg.random_sign (paper, section 3.3)."""
+    s_free = relax(params, x, s, cfg.n_free, cfg.epsilon)                      # free phase
+    beta = cfg.beta * (rng.choice((-1.0, 1.0)) if cfg.random_sign else 1.0)
+    s_clamped = relax(params, x, s_free, cfg.n_clamped, cfg.epsilon, beta, d)  # weakly clamped phase
+    dW, db = eqprop_gradient(params, x, s_free, s_clamped, beta)
+    for W, b, gW, gb, alpha in zip(params["W"], params["b"], dW, db, cfg.alphas):
+        W += (alpha * gW).astype(W.dtype)                    # per-layer learning rates alpha_l
+        b += (alpha * gb).astype(b.dtype)
+    return s_free, float(np.mean(cost(s_free, d)))
+
+
+def eqprop_predict(params, x, cfg, chunk=10_000):
+    """argmax of the output state at the free fixed point reached from s = 0 (b.md 6.1)."""
+    out = []
+    for i in range(0, len(x), chunk):
+        s = eqprop_zero_state(params, len(x[i:i + chunk]), cfg.dtype)
+        out.append(relax(params, x[i:i + chunk], s, cfg.n_free_eval, cfg.epsilon)[-1].argmax(axis=1))
+    return np.concatenate(out)
+
+
+# ---- Dendritic cortical microcircuits ---------------------------------------------------------
+# Sacramento, Ponte Costa, Bengio & Senn (2018), NeurIPS (b.md 7). Pyramidal neurons of layers k = 1..N
+# have a soma u_k, a basal dendrite v_B,k (bottom-up input) and, below the output, an apical dendrite
+# v_A,k (top-down input B_k r_(k+1) plus lateral interneurons W^PI_k r^I_k). Interneurons of layer k
+# predict the layer above: their dendrite v^I_k = W^IP_k r_k + c_k. Rates r = phi(u), phi logistic.
+# MNIST uses the steady state (paper 3.4, b.md 7.1): layers set to their bottom-up predictions, the
+# output nudged to its target, then one sweep down. Every steady state below is the fixed point of the
+# paper's somatic ODEs with the noise left out, e.g. for a hidden pyramidal soma
+#     0 = -g_lk u + g_B (v_B - u) + g_A (v_A - u)  =>  u = v^_B + lambda_A v_A,
+#     v^_B = g_B / (g_lk + g_B + g_A) v_B,   lambda_A = g_A / (g_lk + g_B + g_A).
+# The nudging currents g_som (target - u) (output; interneurons towards u_(k+1)) give convex mixtures
+# u = (1 - lambda) prediction + lambda target with lambda = g_som / (g_lk + g_B or g_D + g_som); with the
+# paper's conductance form of the output teacher, g_exc + g_inh = g_som, the same mixture results.
+
+@dataclass(frozen=True)
+class MicrocircuitConfig:
+    """Steady-state microcircuit for classification; conductances of miyosuda/dendritic_bp (b.md 7.2)."""
+    sizes: tuple = (784, 500, 500, 10)   # pyramidal layer widths, input first (paper MNIST network)
+    g_lk: float = 0.1               # leak conductance
+    g_B: float = 1.0                # basal -> soma
+    g_A: float = 0.8                # apical -> soma
+    g_D: float = 1.0                # interneuron dendrite -> soma
+    g_som: float = 0.8              # nudging conductance (output teacher; interneurons towards layer k+1)
+    w_init: float = 4.0             # W_k, B_k ~ U(+-w_init sqrt(6 / (fan_in + fan_out))): Glorot & Bengio
+                                    #   (2010) advise 4 for logistic units; with 1 the rates of the second
+                                    #   hidden layer hardly vary between digits and nothing is learned
+    r_low: float = 0.1              # target rate of the wrong classes (paper: targets 0.1 / 0.8)
+    r_high: float = 0.8             # target rate of the right class
+    etas: tuple = (0.1, 0.1, 0.1)   # learning rates of the bottom-up weights W_k, bottom first (tuned on
+                                    #   the validation split; the paper's are in its supplement, b.md 7.2)
+    ip_factor: float = 1.0          # eta_IP_k as a multiple of the rate that keeps interneurons tracking
+                                    #   W_(k+1) to first order (microcircuit_ip_rates); 0 freezes W^IP
+    eta_PI: float = 0.0             # learning rate of W^PI; 0: fixed, as the paper's MNIST run (b.md 7.2)
+    batch: int = 10                 # weight changes averaged over minibatches of 10 images (paper)
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        if len(self.sizes) < 3 or any(int(n) != n or n <= 0 for n in self.sizes):
+            raise ValueError(f"sizes={self.sizes}: the microcircuit needs positive layer sizes and at least "
+                             "one hidden layer (e.g. --hidden 500 500)")
+        if len(self.etas) != len(self.sizes) - 1 or not all(e > 0 for e in self.etas):
+            raise ValueError(f"etas={self.etas}: give one positive learning rate per bottom-up weight layer "
+                             f"({len(self.sizes) - 1} for sizes {self.sizes}), e.g. --set etas=0.1,0.1,0.1")
+        if min(self.g_lk, self.g_B, self.g_A, self.g_D, self.w_init) <= 0 or self.g_som < 0:
+            raise ValueError(f"conductances g_lk={self.g_lk}, g_B={self.g_B}, g_A={self.g_A}, g_D={self.g_D} "
+                             f"and w_init={self.w_init} must be positive and g_som={self.g_som} >= 0")
+        if not 0 < self.r_low < self.r_high < 1:
+            raise ValueError(f"r_low={self.r_low}, r_high={self.r_high}: target rates of the logistic "
+                             "units need 0 < r_low < r_high < 1 (paper 0.1, 0.8)")
+        if self.ip_factor < 0 or self.eta_PI < 0 or self.batch <= 0:
+            raise ValueError(f"ip_factor={self.ip_factor}, eta_PI={self.eta_PI}, batch={self.batch}: "
+                             "learning rates must be >= 0 and the batch positive")
+
+    @property
+    def att(self):
+        """Basal attenuation per pyramidal layer 1..N: g_B / (g_lk + g_B + g_A), output without g_A."""
+        N = len(self.sizes) - 1
+        return [self.g_B / (self.g_lk + self.g_B + (self.g_A if k < N else 0.0)) for k in range(1, N + 1)]
+
+    @property
+    def att_I(self):
+        return self.g_D / (self.g_lk + self.g_D)             # interneuron dendritic attenuation
+
+    @property
+    def lambda_A(self):
+        return self.g_A / (self.g_lk + self.g_B + self.g_A)  # apical share of a hidden soma
+
+    @property
+    def lambda_out(self):
+        return self.g_som / (self.g_lk + self.g_B + self.g_som)   # output nudging
+
+    @property
+    def lambda_I(self):
+        return self.g_som / (self.g_lk + self.g_D + self.g_som)   # interneuron nudging
+
+
+def phi(u):
+    return sigmoid(u)                                        # logistic rate function
+
+
+def microcircuit_init(cfg, rng):
+    """Random bottom-up W_k, b_k and top-down B_k, and interneurons in the self-predicting state:
+
+    W^IP_k = (att_(k+1) / att_I) W_(k+1), c_k likewise, so that v^I_k = v^_B,(k+1) (interneurons copy the
+    layer above), and W^PI_k = -B_k, so that v_A,k = B_k (r_(k+1) - r^I_k) = 0 without a teacher."""
+    W, b, Bk = [], [], []
+    sizes = cfg.sizes
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        r = cfg.w_init * np.sqrt(6.0 / (n_in + n_out))
+        W.append(rng.uniform(-r, r, size=(n_out, n_in)).astype(cfg.dtype))
+        b.append(np.zeros(n_out, cfg.dtype))
+    for k in range(1, len(sizes) - 1):                       # hidden layers 1..N-1, B_k (n_k, n_(k+1))
+        r = cfg.w_init * np.sqrt(6.0 / (sizes[k] + sizes[k + 1]))
+        Bk.append(rng.uniform(-r, r, size=(sizes[k], sizes[k + 1])).astype(cfg.dtype))
+    ratio = [cfg.att[k] / cfg.att_I for k in range(1, len(W))]
+    W_IP = [(q * W[k]).astype(cfg.dtype) for k, q in zip(range(1, len(W)), ratio)]
+    c_IP = [(q * b[k]).astype(cfg.dtype) for k, q in zip(range(1, len(W)), ratio)]
+    W_PI = [-B for B in Bk]
+    return {"W": W, "b": b, "B": Bk, "W_IP": W_IP, "c_IP": c_IP, "W_PI": W_PI}
+
+
+def microcircuit_ip_rates(cfg):
+    """eta_IP_k that makes W^IP_k follow (att_(k+1) / att_I) W_(k+1) to first order:
+    dW^IP ~ eta_IP lambda_I phi' (u_(k+1) - v^I) r_k^T and dW_(k+1) ~ eta_(k+1) phi' (u_(k+1) - v^_B) r_k^T."""
+    return [cfg.ip_factor * cfg.etas[k] * cfg.att[k] / (cfg.att_I * cfg.lambda_I) if cfg.lambda_I > 0 else 0.0
+            for k in range(1, len(cfg.etas))]
+
+
+def microcircuit_forward(params, x, cfg):
+    """Bottom-up sweep: v_B,k, the prediction v^_B,k = att_k v_B,k = u_k, rates, interneuron predictions."""
+    r, vB_hat, vI_hat = [x], [], []
+    for k, (W, b) in enumerate(zip(params["W"], params["b"])):
+        vB_hat.append(cfg.att[k] * (r[-1] @ W.T + b))        # v^_B,k = att_k (W_k r_(k-1) + b_k)
+        r.append(phi(vB_hat[-1]))                            # u_k = v^_B,k (no apical input yet)
+    for k in range(len(params["W_IP"])):                     # interneurons of layer k+1 (0-based k)
+        vI_hat.append(cfg.att_I * (r[k + 1] @ params["W_IP"][k].T + params["c_IP"][k]))
+    return {"r": r, "vB_hat": vB_hat, "vI_hat": vI_hat}
+
+
+def microcircuit_teach(params, fwd, u_trgt, cfg):
+    """Teaching steady state: nudge the output to u_trgt, then sweep down (b.md 7.1, MNIST simplification).
+
+    u_N   = (1 - lambda_out) v^_B,N + lambda_out u_trgt                       (output soma)
+    u^I_k = (1 - lambda_I) v^I_k + lambda_I u_(k+1)                          (interneurons)
+    v_A,k = B_k phi(u_(k+1)) + W^PI_k phi(u^I_k)                              (apical dendrite)
+    u_k   = v^_B,k + lambda_A v_A,k                                           (hidden soma)
+    Basal inputs keep their bottom-up values. u_trgt None means no teacher (lambda_out = 0).
+    Lists are 0-based: u[k] is layer k+1; uI[k], vA[k] belong to hidden layer k+1."""
+    N = len(params["W"])
+    u = [None] * N
+    lam = cfg.lambda_out if u_trgt is not None else 0.0
+    u[N - 1] = (1 - lam) * fwd["vB_hat"][N - 1] + (lam * u_trgt if lam else 0.0)
+    uI, vA = [None] * (N - 1), [None] * (N - 1)
+    for k in range(N - 2, -1, -1):
+        uI[k] = (1 - cfg.lambda_I) * fwd["vI_hat"][k] + cfg.lambda_I * u[k + 1]
+        vA[k] = phi(u[k + 1]) @ params["B"][k].T + phi(uI[k]) @ params["W_PI"][k].T
+        u[k] = fwd["vB_hat"][k] + cfg.lambda_A * vA[k]
+    return {"u": u, "uI": uI, "vA": vA}
+
+
+def microcircuit_updates(params, fwd, teach, cfg):
+    """Dendritic-prediction plasticity (b.md 7.1; paper Eqs. 7-10), batch means:
+
+    dW_k    = eta_k    (phi(u_k) - phi(v^_B,k)) r_(k-1)^T      bottom-up, presynaptic rates bottom-up
+    dW^IP_k = eta_IP_k (phi(u^I_k) - phi(v^I_k)) r_k^T         interneurons learn to predict layer k+1
+    dW^PI_k = eta_PI   (0 - v_A,k^free) r^I_k^T                silences the apical dendrite (v_rest = 0)
+    The W^PI rule uses the apical potential without a teacher. Returns dicts of updates (not applied)."""
+    r, B = fwd["r"], len(fwd["r"][0])
+    out = {"W": [], "b": [], "W_IP": [], "c_IP": [], "W_PI": []}
+    for k, eta in enumerate(cfg.etas):
+        err = (phi(teach["u"][k]) - phi(fwd["vB_hat"][k])) / B          # (B, n_k)
+        out["W"].append(eta * err.T @ r[k])                             # Eq. 7 (b.md 7.1 bottom-up)
+        out["b"].append(eta * err.sum(axis=0))                          # threshold: an input fixed at 1
+    for k, eta in enumerate(microcircuit_ip_rates(cfg)):
+        err = (phi(teach["uI"][k]) - phi(fwd["vI_hat"][k])) / B
+        out["W_IP"].append(eta * err.T @ r[k + 1])                      # Eq. 8 (pyramidal -> interneuron)
+        out["c_IP"].append(eta * err.sum(axis=0))
+        if cfg.eta_PI > 0:
+            rI = phi(fwd["vI_hat"][k])                                  # interneuron rates, no teacher
+            vA_free = r[k + 2] @ params["B"][k].T + rI @ params["W_PI"][k].T
+            out["W_PI"].append(cfg.eta_PI * (-vA_free / B).T @ rI)      # Eq. 9 (interneuron -> pyramidal)
+        else:
+            out["W_PI"].append(None)
+    return out
+
+
+def microcircuit_targets(y, n_out, cfg):
+    """Somatic target potentials u_trgt = phi^-1(r_trgt) for rates r_high (label) and r_low (others)."""
+    rate = np.full((len(y), n_out), cfg.r_low, cfg.dtype)
+    rate[np.arange(len(y)), y] = cfg.r_high
+    return np.log(rate / (1 - rate)).astype(cfg.dtype), rate
+
+
+def microcircuit_step(params, x, u_trgt, r_trgt, cfg):
+    """One minibatch: bottom-up sweep, teaching sweep, plasticity. Returns the batch-mean loss
+    1/2 ||phi(u_N) - r_trgt||^2 of the bottom-up output (before the update)."""
+    fwd = microcircuit_forward(params, x, cfg)
+    teach = microcircuit_teach(params, fwd, u_trgt, cfg)
+    upd = microcircuit_updates(params, fwd, teach, cfg)
+    for key in ("W", "b", "W_IP", "c_IP", "W_PI"):
+        for p, d in zip(params[key], upd[key]):
+            if d is not None:
+                p += d.astype(p.dtype)
+    return float(0.5 * np.mean(np.sum((fwd["r"][-1] - r_trgt) ** 2, axis=1)))
+
+
+def microcircuit_predict(params, x, cfg, chunk=10_000):
+    """argmax of the bottom-up output potentials."""
+    return np.concatenate([microcircuit_forward(params, x[i:i + chunk], cfg)["vB_hat"][-1].argmax(axis=1)
+                           for i in range(0, len(x), chunk)])

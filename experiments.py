@@ -506,6 +506,243 @@ def bench_sdnn(args):
     return out
 
 
+# ---- Krotov-Hopfield, equilibrium propagation, microcircuits (baselines.py) ----
+# --train kh | eqprop | microcircuit with their own trainers; rule settings through --set KEY=VALUE
+# (the fields of baselines.KHConfig, EqPropConfig, MicrocircuitConfig); --fig kh-fields.
+
+def rule_config(cls, args, **given):
+    """cls(**given), then every --set KEY=VALUE, each VALUE read as the type of the field's default
+    (tuples comma-separated: --set alphas=0.1,0.05)."""
+    import dataclasses
+    fields = {f.name: f.default for f in dataclasses.fields(cls)}
+    for item in getattr(args, "set", None) or []:
+        key, sep, text = item.partition("=")
+        if not sep or key not in fields:
+            raise ValueError(f"--set {item}: expected KEY=VALUE with KEY one of {', '.join(fields)}")
+        default = fields[key]
+        try:
+            if isinstance(default, tuple):
+                given[key] = tuple(type(default[0])(v) for v in text.split(","))
+            elif isinstance(default, bool):
+                given[key] = {"true": True, "1": True, "false": False, "0": False}[text.lower()]
+            else:
+                given[key] = type(default)(text)
+        except (ValueError, KeyError):
+            raise ValueError(f"--set {item}: {key} takes a {type(default).__name__} like {default!r}") from None
+    return cls(**given)
+
+
+def config_json(cfg):
+    import dataclasses
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()}
+
+
+def split(args):
+    data = load_data(args)
+    (x, y), (x_val, y_val), (x_test, y_test) = data["train"], data["val"], data["test"]
+    return x, y, x_val, y_val, x_test, y_test, int(max(y.max(), y_test.max())) + 1
+
+
+def diverged(result, what, epoch, hint):
+    """The divergence convention of train_baseline: flag it in the JSON, say so on stderr, stop."""
+    result["diverged"] = True
+    print(f"diverged: {what} in epoch {epoch}; {hint}", file=sys.stderr)
+    return result
+
+
+def kh_learn_synapses(W, x, cfg, rng, args, result=None):
+    """cfg.epochs_unsup epochs of the unsupervised rule on x, eps annealed linearly; W in place."""
+    from tqdm import tqdm
+    for epoch in range(cfg.epochs_unsup):
+        start, eps, perm = time.perf_counter(), baselines.kh_eps(epoch, cfg), rng.permutation(len(x))
+        for i in tqdm(range(0, len(x), cfg.batch_unsup), desc=f"unsupervised {epoch + 1}/{cfg.epochs_unsup}",
+                      leave=False, disable=args.quiet):
+            baselines.kh_step(W, x[perm[i:i + cfg.batch_unsup]], eps, cfg)
+        seconds = time.perf_counter() - start
+        norms = np.sum(np.abs(W.astype(np.float64)) ** cfg.p, axis=1) ** (1 / cfg.p)
+        if result is not None:
+            result["unsup_seconds_per_epoch"].append(seconds)
+            result["unsup_median_row_norm"].append(float(np.median(norms)))
+        print(f"unsupervised epoch {epoch + 1:3d}  eps {eps:.2e}  median ||W_mu||_p {np.median(norms):.3f}  "
+              f"{seconds:6.1f} s", flush=True)
+    return W
+
+
+def train_kh(args):
+    """Krotov-Hopfield: the hidden synapses learn without labels for epochs_unsup epochs (--set
+    epochs_unsup=N), then the top layer S learns for --epochs epochs with Adam; per-epoch errors are
+    those of the top-layer stage. The synapses are saved next to the JSON (.npz) for --fig kh-fields."""
+    from tqdm import tqdm
+    x, y, x_val, y_val, x_test, y_test, n_out = split(args)
+    if len(args.hidden) != 1:
+        raise ValueError(f"--hidden {' '.join(map(str, args.hidden))}: kh has one hidden layer "
+                         "(the paper's MNIST network: --hidden 2000)")
+    given = {"n_hidden": args.hidden[0]}
+    given.update({k: getattr(args, k) for k in ("lr", "batch") if getattr(args, k) is not None})
+    cfg = rule_config(baselines.KHConfig, args, **given)
+    rng = np.random.default_rng(args.seed)
+    x, x_val, x_test = (a.astype(cfg.dtype) for a in (x, x_val, x_test))
+    W = baselines.kh_init(x.shape[1], cfg, rng)
+    result = new_result("kh", args, config_json(cfg))
+    result.update(unsup_seconds_per_epoch=[], unsup_median_row_norm=[])
+    print(f"kh {x.shape[1]}-{cfg.n_hidden}-{n_out} on {args.dataset}: {len(x)} train, {len(x_val)} val, "
+          f"{len(x_test)} test; p {cfg.p:g}, k {cfg.k}, Delta {cfg.Delta:g}, eps0 {cfg.eps0:g} over "
+          f"{cfg.epochs_unsup} unsupervised epochs; top layer n {cfg.n:g}, beta {cfg.beta:g}, m {cfg.m}, "
+          f"Adam lr {cfg.lr:g}")
+    try:
+        kh_learn_synapses(W, x, cfg, rng, args, result)
+        np.savez_compressed(os.path.splitext(args.json or out_path(args, f"kh_{args.dataset}.json"))[0]
+                            + ".npz", W=W)
+        start = time.perf_counter()
+        h, h_val, h_test = (baselines.kh_hidden(W, a, cfg) for a in (x, x_val, x_test))
+        result["hidden_seconds"] = time.perf_counter() - start
+        S = baselines.kh_top_init(n_out, cfg)
+        top, adam = {"W": [S], "b": []}, baselines.Config(sizes=(cfg.n_hidden, n_out), lr=cfg.lr)
+        opt = baselines.init_optimizer(top)
+        t = 2 * baselines.one_hot(y, n_out, cfg.dtype) - 1                       # targets in {-1, +1}
+        for epoch in range(args.epochs):
+            start, perm = time.perf_counter(), rng.permutation(len(x))
+            for i in tqdm(range(0, len(x), cfg.batch), desc=f"top layer {epoch + 1}/{args.epochs}",
+                          leave=False, disable=args.quiet):
+                idx = perm[i:i + cfg.batch]
+                C, dS = baselines.kh_top_loss(S, h[idx], t[idx], cfg)
+                if not np.isfinite(C):
+                    return diverged(result, f"top-layer loss {C}", epoch + 1, f"try a smaller --lr (now {cfg.lr:g})")
+                baselines.update(top, {"W": [dS], "b": []}, opt, adam)
+            seconds = time.perf_counter() - start
+            log_epoch(result, *(error_rate(baselines.kh_predict(S, a), b)
+                                 for a, b in ((h, y), (h_val, y_val), (h_test, y_test))), seconds)
+    except KeyboardInterrupt:
+        result["interrupted"] = True
+        print(f"interrupted after {result['epochs']} top-layer epochs; saving what was computed", file=sys.stderr)
+    return result
+
+
+def train_eqprop(args):
+    """Equilibrium propagation with persistent particles: each training example keeps its free-phase
+    state from one epoch to the next. Defaults: Scellier's Table 2 row for --hidden (500; 500 500;
+    500 500 500). train_error is the online error of those free phases during the epoch (as the
+    reference code); val and test start from s = 0 and relax for n_free_eval iterations."""
+    from tqdm import tqdm
+    x, y, x_val, y_val, x_test, y_test, n_out = split(args)
+    if args.lr is not None:
+        raise ValueError("--lr: eqprop has one learning rate per layer; use --set alphas=0.1,0.05")
+    hidden = tuple(args.hidden)
+    given = dict(sizes=(x.shape[1], *hidden, n_out), **baselines.EQPROP_TABLE2.get(hidden, {}))
+    if args.batch is not None:
+        given["batch"] = args.batch
+    cfg = rule_config(baselines.EqPropConfig, args, **given)
+    rng = np.random.default_rng(args.seed)
+    params = baselines.eqprop_init(cfg, rng)
+    particles = baselines.eqprop_zero_state(params, len(x), cfg.dtype)
+    d = baselines.one_hot(y, n_out, cfg.dtype)
+    result = new_result("eqprop", args, config_json(cfg))
+    result["train_error_kind"] = "online (free phase of the persistent particles, during the epoch)"
+    print(f"eqprop {'-'.join(map(str, cfg.sizes))} on {args.dataset}: {len(x)} train, {len(x_val)} val, "
+          f"{len(x_test)} test; {cfg.n_free} free / {cfg.n_clamped} clamped iterations, epsilon "
+          f"{cfg.epsilon:g}, beta {cfg.beta:g}{' (random sign)' if cfg.random_sign else ''}, alphas {cfg.alphas}")
+    try:
+        for epoch in range(args.epochs):
+            start, perm, wrong = time.perf_counter(), rng.permutation(len(x)), 0
+            for i in tqdm(range(0, len(x), cfg.batch), desc=f"epoch {epoch + 1}/{args.epochs}",
+                          leave=False, disable=args.quiet):
+                idx = perm[i:i + cfg.batch]
+                s_free, C = baselines.eqprop_step(params, x[idx], d[idx], [p[idx] for p in particles], cfg, rng)
+                if not np.isfinite(C):
+                    return diverged(result, f"cost {C}", epoch + 1, "try smaller --set alphas=...")
+                for p, s in zip(particles, s_free):
+                    p[idx] = s                                                   # persistent particles
+                wrong += int(np.sum(s_free[-1].argmax(axis=1) != y[idx]))
+            seconds = time.perf_counter() - start
+            if not all(np.isfinite(W).all() for W in params["W"]):     # clipped states hide a blow-up
+                return diverged(result, "weights not finite", epoch + 1, "try smaller --set alphas=...")
+            log_epoch(result, wrong / len(x), *(error_rate(baselines.eqprop_predict(params, a, cfg), b)
+                                                for a, b in ((x_val, y_val), (x_test, y_test))), seconds)
+    except KeyboardInterrupt:
+        result["interrupted"] = True
+        print(f"interrupted after {result['epochs']} epochs; saving what was computed", file=sys.stderr)
+    return result
+
+
+def train_microcircuit(args):
+    """Dendritic cortical microcircuit, steady-state version (paper 3.4), from the self-predicting state.
+    --lr sets every bottom-up learning rate; --set etas=a,b,c sets them per layer."""
+    from tqdm import tqdm
+    x, y, x_val, y_val, x_test, y_test, n_out = split(args)
+    given = {"sizes": (x.shape[1], *args.hidden, n_out)}
+    if args.lr is not None:
+        given["etas"] = (args.lr,) * (len(args.hidden) + 1)
+    if args.batch is not None:
+        given["batch"] = args.batch
+    cfg = rule_config(baselines.MicrocircuitConfig, args, **given)
+    rng = np.random.default_rng(args.seed)
+    params = baselines.microcircuit_init(cfg, rng)
+    u_trgt, r_trgt = baselines.microcircuit_targets(y, n_out, cfg)
+    result = new_result("microcircuit", args, config_json(cfg))
+    print(f"microcircuit {'-'.join(map(str, cfg.sizes))} on {args.dataset}: {len(x)} train, {len(x_val)} val, "
+          f"{len(x_test)} test; etas {cfg.etas}, batch {cfg.batch}, lambda_out {cfg.lambda_out:.3f}, "
+          f"lambda_I {cfg.lambda_I:.3f}, lambda_A {cfg.lambda_A:.3f}")
+    try:
+        for epoch in range(args.epochs):
+            start, perm = time.perf_counter(), rng.permutation(len(x))
+            for i in tqdm(range(0, len(x), cfg.batch), desc=f"epoch {epoch + 1}/{args.epochs}",
+                          leave=False, disable=args.quiet):
+                idx = perm[i:i + cfg.batch]
+                L = baselines.microcircuit_step(params, x[idx], u_trgt[idx], r_trgt[idx], cfg)
+                if not np.isfinite(L):
+                    return diverged(result, f"loss {L}", epoch + 1, "try a smaller --lr or --set etas=...")
+            seconds = time.perf_counter() - start
+            if not all(np.isfinite(W).all() for W in params["W"]):     # saturated rates hide a blow-up
+                return diverged(result, "weights not finite", epoch + 1, "try a smaller --lr or --set etas=...")
+            log_epoch(result, *(error_rate(baselines.microcircuit_predict(params, a, cfg), b)
+                                for a, b in ((x, y), (x_val, y_val), (x_test, y_test))), seconds)
+    except KeyboardInterrupt:
+        result["interrupted"] = True
+        print(f"interrupted after {result['epochs']} epochs; saving what was computed", file=sys.stderr)
+    return result
+
+
+TRAINERS.update(kh=train_kh, eqprop=train_eqprop, microcircuit=train_microcircuit)
+
+
+@register(FIGURES, "kh-fields")
+def fig_kh_fields(args):
+    """Receptive fields of Krotov-Hopfield hidden units (Krotov & Hopfield 2019, Fig. 3 style; the demo
+    notebook's draw_weights): each unit's synapses as a 28x28 image, red positive, blue negative.
+    Trains the demo setting (100 units, p = 2, k = 2, Delta 0.4, eps0 0.02; the notebook runs 200
+    epochs) for --epochs epochs, with --set overrides; --quick: 1 epoch on 5,000 images. --replot
+    redraws results/kh-fields.npz, which may also be the .npz that a --train kh run saves."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    path = out_path(args, "kh-fields.npz")
+    if not args.replot:
+        x = load_data(args)["train"][0]
+        demo = dict(n_hidden=100, p=2.0, k=2, Delta=0.4, eps0=2e-2, batch_unsup=100, dtype="float64",
+                    epochs_unsup=1 if args.quick else args.epochs)
+        cfg = rule_config(baselines.KHConfig, args, **demo)
+        x = x[:5000] if args.quick else x
+        rng = np.random.default_rng(args.seed)
+        W = kh_learn_synapses(baselines.kh_init(x.shape[1], cfg, rng), x, cfg, rng, args)
+        np.savez_compressed(path, W=W, config=json.dumps(config_json(cfg)))
+    W = np.load(path)["W"]
+    side = int(np.sqrt(W.shape[1]))
+    n = min(len(W), 100)
+    cols = int(np.ceil(np.sqrt(n)))
+    rows = -(-n // cols)
+    grid = np.zeros((rows * side, cols * side))
+    for j in range(n):
+        r, c = divmod(j, cols)
+        grid[r * side:(r + 1) * side, c * side:(c + 1) * side] = W[j].reshape(side, side)
+    vmax = np.abs(grid).max()
+    fig, ax = plt.subplots(figsize=(7, 7 * rows / cols))
+    im = ax.imshow(grid, cmap="bwr", vmin=-vmax, vmax=vmax)
+    ax.set_axis_off()
+    ax.set_title(f"Krotov-Hopfield receptive fields: first {n} of {len(W)} hidden units", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    print(f"wrote {save_figure(fig, args, 'kh-fields')}")
+
+
 # ------------------------------------------------------------------------------------------------
 # Command line.
 
@@ -535,6 +772,8 @@ def parse(argv=None):
     p.add_argument("--phase-steps", type=int, help="tp family: minibatches per alternating phase (default: "
                    "one epoch)")
     p.add_argument("--n-aux", type=int, help="aosdtp: auxiliary random output units (default 512)")
+    p.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="kh, eqprop, microcircuit: set a field of the "
+                   "rule's config, e.g. --set k=7 Delta=0.4 (baselines.KHConfig, EqPropConfig, MicrocircuitConfig)")
     p.add_argument("--limit", type=int, help="use only the first N training examples")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="write the result JSON here (default results/<rule>_<dataset>.json)")
