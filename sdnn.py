@@ -81,6 +81,8 @@ class Config:
     b_avg: float = 0.8                # bias mean
     b_sd: float = 0.001               # bias SD
     init_spread: float = 3.465        # the code's constant, ~2*sqrt(3): actual SD of W is 2*W_sd (spec §1.13)
+    init_gain: float = 1.0            # factor on W and Y after the formula; 0.51 = truncated / exact kernel
+                                      # mass gives the exact kernel the code's initial dendritic drive
 
     def __post_init__(self):
         def bad(name, why):
@@ -88,7 +90,7 @@ class Config:
         for name in ("g_b", "g_d", "g_l", "phi_max", "tau_L", "tau_s", "wald_mean", "wald_scale"):
             if not getattr(self, name) > 0:
                 bad(name, "must be > 0")
-        for name in ("g_a", "b_sd", "symmetric_noise_sd", "plateau_sd", "V_sd"):
+        for name in ("g_a", "b_sd", "symmetric_noise_sd", "plateau_sd", "V_sd", "init_gain"):
             if getattr(self, name) < 0:
                 bad(name, "must be >= 0 (a conductance or a spread cannot be negative)")
         if self.tau_L == self.tau_s:
@@ -249,8 +251,8 @@ def init_weights(n_in, cfg, rng):
         b[k] = cfg.b_avg + cfg.init_spread * cfg.b_sd * rng.uniform(-1, 1, size=sizes[k + 1])
         if k > 0:   # Y for hidden layer k-1, drawn with the fan-in of the layer above it (code l.257)
             Y[k - 1] = W_avg + cfg.init_spread * W_sd * rng.uniform(-1, 1, size=(N, cfg.n_out))
-    net = Network([np.asfortranarray(w, np.float32) for w in W], [v.astype(np.float32) for v in b],
-                  [np.asfortranarray(y, np.float32) for y in Y])
+    net = Network([np.asfortranarray(cfg.init_gain * w, np.float32) for w in W], [v.astype(np.float32) for v in b],
+                  [np.asfortranarray(cfg.init_gain * y, np.float32) for y in Y])
     if cfg.sparse_feedback > 0:   # Fig 8: zero a fraction of Y (without replacement), scale the rest
         for k in range(L):
             drop = rng.choice(net.Y[k].size, int(cfg.sparse_feedback * net.Y[k].size), replace=False)
