@@ -571,7 +571,8 @@ def kh_learn_synapses(W, x, cfg, rng, args, result=None):
 def train_kh(args):
     """Krotov-Hopfield: the hidden synapses learn without labels for epochs_unsup epochs (--set
     epochs_unsup=N), then the top layer S learns for --epochs epochs with Adam; per-epoch errors are
-    those of the top-layer stage. The synapses are saved next to the JSON (.npz) for --fig kh-fields."""
+    those of the top-layer stage. The synapses are saved next to the JSON (.npz) for --fig kh-fields
+    and --synapses (tuning the top layer without relearning them)."""
     from tqdm import tqdm
     x, y, x_val, y_val, x_test, y_test, n_out = split(args)
     if len(args.hidden) != 1:
@@ -583,6 +584,11 @@ def train_kh(args):
     rng = np.random.default_rng(args.seed)
     x, x_val, x_test = (a.astype(cfg.dtype) for a in (x, x_val, x_test))
     W = baselines.kh_init(x.shape[1], cfg, rng)
+    if args.synapses:                                  # continue from saved synapses (a kh .npz)
+        W = np.load(args.synapses)["W"].astype(cfg.dtype)
+        if W.shape != (cfg.n_hidden, x.shape[1]):
+            raise ValueError(f"--synapses {args.synapses}: W has shape {W.shape}, the network needs "
+                             f"{(cfg.n_hidden, x.shape[1])} (--hidden {W.shape[0]}?)")
     result = new_result("kh", args, config_json(cfg))
     result.update(unsup_seconds_per_epoch=[], unsup_median_row_norm=[])
     print(f"kh {x.shape[1]}-{cfg.n_hidden}-{n_out} on {args.dataset}: {len(x)} train, {len(x_val)} val, "
@@ -774,6 +780,8 @@ def parse(argv=None):
     p.add_argument("--n-aux", type=int, help="aosdtp: auxiliary random output units (default 512)")
     p.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="kh, eqprop, microcircuit: set a field of the "
                    "rule's config, e.g. --set k=7 Delta=0.4 (baselines.KHConfig, EqPropConfig, MicrocircuitConfig)")
+    p.add_argument("--synapses", help="kh: start from the synapses W of this .npz (saved by --train kh); "
+                   "with --set epochs_unsup=0 only the top layer learns")
     p.add_argument("--limit", type=int, help="use only the first N training examples")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="write the result JSON here (default results/<rule>_<dataset>.json)")

@@ -32,6 +32,28 @@ def test_kh_competition_hand_computed():
                                   [[0, 1, 0, -0.25, 0], [-0.25, 0, 1, 0, 0]])
 
 
+def test_kh_ranking_kernel_matches_argsort():
+    rng = np.random.default_rng(0)
+    for dtype, k in ((np.float32, 7), (np.float64, 2), (np.float64, 40)):
+        I = rng.standard_normal((50, 300)).astype(dtype)
+        ranked = np.argsort(-I, axis=1, kind="stable")
+        top, kth = bl.kh_ranked(I, k)
+        np.testing.assert_array_equal(top, ranked[:, 0])
+        np.testing.assert_array_equal(kth, ranked[:, k - 1])
+    I = np.array([[1.0, 3.0, 3.0, 2.0]])                    # ties: the earlier unit ranks first
+    assert [int(a[0]) for a in bl.kh_ranked(I, 2)] == [1, 2]
+
+
+def test_kh_sparse_update_matches_the_dense_textbook_form():
+    rng = np.random.default_rng(1)
+    cfg = bl.KHConfig(n_hidden=50, p=3.0, k=4, dtype="float64")
+    W, v = rng.standard_normal((50, 30)), rng.random((20, 30))
+    I = bl.kh_currents(W, v, cfg.p)
+    g = bl.kh_competition(I, cfg.k, cfg.Delta)
+    dense = g.T @ v - np.sum(g * I, axis=0)[:, None] * W  # Eq. 3 as written
+    np.testing.assert_allclose(bl.kh_update(W, v, cfg), dense / np.abs(dense).max(), atol=1e-12)
+
+
 def lp_norm(W, p):
     return np.sum(np.abs(W) ** p, axis=1) ** (1 / p)
 
