@@ -374,7 +374,8 @@ def _constants(cfg):
 # One phase of the spiking network (Eqs 11-22)
 # ---------------------------------------------------------------------------------------------------
 
-def run_phase(net, state, x, T, label, cfg, rng, offsets=None, record=False, jit=True, learn=True):
+def run_phase(net, state, x, T, label, cfg, rng, offsets=None, record=False, jit=True, learn=True,
+              window=None):
     """Simulate one forward (label None) or target phase of T steps; update `state` in place.
 
     Parameters
@@ -386,6 +387,7 @@ def run_phase(net, state, x, T, label, cfg, rng, offsets=None, record=False, jit
     offsets : list of (n_k,) plateau offsets per hidden layer, or None (synchronous plateaus).
     record : also return the traces (T, 4, n_k) per layer: V_b, V_a, V, spike counts.
     jit : use the Numba kernel (False: the NumPy twin, same maths, slow).
+    window : (lo, hi) steps averaged; default: the training window of cfg.window (Eq 22).
     learn : False skips what only learning needs (window sums of s, plateaus and, when g_a = 0 and
         nothing is recorded, the apical compartment and output spikes, which then cannot act on V).
 
@@ -395,7 +397,9 @@ def run_phase(net, state, x, T, label, cfg, rng, offsets=None, record=False, jit
     """
     L = len(net.W) - 1
     n = tuple(w.shape[0] for w in net.W)
-    lo, hi = (cfg.t_settle, T) if cfg.window == "after_settle" else (T - 20, T)   # Eq 22; code: last 20
+    if window is None:   # Eq 22: after the settle time; the code: the last 20 steps of a phase
+        window = (cfg.t_settle, T) if cfg.window == "after_settle" else (T - 20, T)
+    lo, hi = window
     if offsets is None:   # apical window per unit: synchronous = the averaging window (Eq 21)
         lo_a, hi_a = _sync_windows(n[:L], lo, hi)
     else:   # plateau `offset` steps before the end, average of the last 30 ms (paper) or 20 steps (code)
@@ -729,7 +733,10 @@ def train_epoch(net, state, X, y, cfg, rng, record_every=0, progress=None, jit=T
 def test_example(net, x, cfg, rng, jit=True):
     """Mean somatic output potentials V-bar_L over [t_settle, test_ms) for one image."""
     state = init_state(net)                       # the code clears the state before each test image
-    return run_phase(net, state, x, cfg.test_ms, None, cfg, rng, jit=jit, learn=False)["V"][-1]
+    # both the paper and the code average a test phase after the settle time: the code's
+    # integration_time_test = 220 of its 250 steps (l.94, 97), whatever its training window
+    return run_phase(net, state, x, cfg.test_ms, None, cfg, rng, jit=jit, learn=False,
+                     window=(cfg.t_settle, cfg.test_ms))["V"][-1]
 
 
 def predict(net, X, cfg, rng, n_jobs=2, chunk=20, jit=True):

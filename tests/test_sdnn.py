@@ -279,6 +279,19 @@ def test_same_seed_same_result_and_predict_independent_of_threads():
     assert np.array_equal(p1, p2)
 
 
+
+@pytest.mark.parametrize("cfg", [SMALL, SMALL_ORIG])
+def test_test_phase_averages_after_the_settle_time(cfg):
+    """Both the paper and the code (integration_time_test = 220 of 250 steps) average a test image's
+    output potentials over [t_settle, test_ms), whatever the training window (the code's is 20 steps)."""
+    net = _run(cfg, jit=True)[0]
+    x = _inputs(np.random.default_rng(3), 1)[0][0]
+    V = sdnn.test_example(net, x, cfg, np.random.default_rng(5))
+    rec = sdnn.run_phase(net, sdnn.init_state(net), x, cfg.test_ms, None, cfg, np.random.default_rng(5),
+                         record=True)["trace"][-1]            # same draws, recorded: (T, 4, n_out)
+    np.testing.assert_allclose(V, rec[cfg.t_settle:, 2].mean(axis=0), rtol=1e-5, atol=1e-5)
+
+
 # ---- initialisation and configuration ----
 
 def test_init_statistics_match_spec_table():
