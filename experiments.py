@@ -573,6 +573,7 @@ def train_kh(args):
     epochs_unsup=N), then the top layer S learns for --epochs epochs with Adam; per-epoch errors are
     those of the top-layer stage. The synapses are saved next to the JSON (.npz) for --fig kh-fields
     and --synapses (tuning the top layer without relearning them)."""
+    import dataclasses
     from tqdm import tqdm
     x, y, x_val, y_val, x_test, y_test, n_out = split(args)
     if len(args.hidden) != 1:
@@ -590,7 +591,7 @@ def train_kh(args):
             raise ValueError(f"--synapses {args.synapses}: W has shape {W.shape}, the network needs "
                              f"{(cfg.n_hidden, x.shape[1])} (--hidden {W.shape[0]}?)")
     result = new_result("kh", args, config_json(cfg))
-    result.update(unsup_seconds_per_epoch=[], unsup_median_row_norm=[])
+    result.update(unsup_seconds_per_epoch=[], unsup_median_row_norm=[], synapses_from=args.synapses)
     print(f"kh {x.shape[1]}-{cfg.n_hidden}-{n_out} on {args.dataset}: {len(x)} train, {len(x_val)} val, "
           f"{len(x_test)} test; p {cfg.p:g}, k {cfg.k}, Delta {cfg.Delta:g}, eps0 {cfg.eps0:g} over "
           f"{cfg.epochs_unsup} unsupervised epochs; top layer n {cfg.n:g}, beta {cfg.beta:g}, m {cfg.m}, "
@@ -608,6 +609,8 @@ def train_kh(args):
         t = 2 * baselines.one_hot(y, n_out, cfg.dtype) - 1                       # targets in {-1, +1}
         for epoch in range(args.epochs):
             start, perm = time.perf_counter(), rng.permutation(len(x))
+            if cfg.anneal_top:
+                adam = dataclasses.replace(adam, lr=cfg.lr * (1 - epoch / args.epochs))
             for i in tqdm(range(0, len(x), cfg.batch), desc=f"top layer {epoch + 1}/{args.epochs}",
                           leave=False, disable=args.quiet):
                 idx = perm[i:i + cfg.batch]

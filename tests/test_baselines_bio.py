@@ -153,7 +153,7 @@ def test_eqprop_energy_never_increases_during_the_free_and_clamped_phases(sizes)
     assert np.all(np.diff(np.array(F), axis=0) <= 1e-12)
 
 
-def fixed_point_loss(params, x, d, n_iter=3000):
+def fixed_point_loss(params, x, d, n_iter=400):
     s = bl.relax(params, x, bl.eqprop_zero_state(params, len(x), np.float64), n_iter, 0.5)
     return float(np.mean(bl.cost(s, d)))
 
@@ -162,9 +162,9 @@ def test_eqprop_update_approximates_the_gradient_of_the_loss_at_small_beta():
     """Scellier & Bengio (2017), Theorem 1: -1/beta (dF/dtheta at s^beta - at s^0) -> -dJ/dtheta,
     J = C at the free fixed point. Against central finite differences of J through the settled net."""
     cfg, params, x, d, _ = tiny_eqprop((6, 5, 4, 3), seed=3)
-    s0 = bl.relax(params, x, bl.eqprop_zero_state(params, len(x), np.float64), 3000, 0.5)
+    s0 = bl.relax(params, x, bl.eqprop_zero_state(params, len(x), np.float64), 400, 0.5)
     beta = 1e-5
-    sb = bl.relax(params, x, s0, 3000, 0.5, beta, d)
+    sb = bl.relax(params, x, s0, 400, 0.5, beta, d)
     dW, db = bl.eqprop_gradient(params, x, s0, sb, beta)
     for grads, key in ((dW, "W"), (db, "b")):
         for l, (g, p) in enumerate(zip(grads, params[key])):
@@ -256,7 +256,7 @@ def test_microcircuit_teaching_step_lowers_the_loss_on_its_batch():
 # Command line: learning on digits, same seed same result, divergence, bad settings, the figure
 
 RUNS = {
-    "kh": ["--hidden", "100", "--epochs", "15", "--set", "epochs_unsup=10", "p=2", "k=2", "eps0=0.04"],
+    "kh": ["--hidden", "100", "--epochs", "15", "--lr", "1e-3", "--set", "epochs_unsup=10", "p=2", "k=2", "eps0=0.04"],
     "eqprop": ["--hidden", "100", "--epochs", "8"],
     "microcircuit": ["--hidden", "100", "100", "--epochs", "30", "--lr", "0.3"],
 }
