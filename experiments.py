@@ -237,7 +237,7 @@ def run_benches(args):
 # --train sdnn (--preset paper|rate|original_code), --fig 3, --fig 4, --study sdnn_fidelity, --bench sdnn.
 
 def sdnn_config(args, n_out=10):
-    """sdnn.Config of --preset with --hidden and --etas (default: the paper's rates for that network)."""
+    """sdnn.Config of --preset with --hidden, --etas (default: the paper's rates for that network) and --set."""
     import dataclasses
 
     import sdnn
@@ -248,7 +248,9 @@ def sdnn_config(args, n_out=10):
     if etas is None:
         raise ValueError(f"no paper learning rates for --hidden {' '.join(map(str, hidden))}: "
                          f"give {len(hidden) + 1} with --etas")
-    return dataclasses.replace(sdnn.PRESETS[args.preset], hidden=hidden, etas=etas, n_out=n_out)
+    given = dataclasses.asdict(sdnn.PRESETS[args.preset])
+    given.update(hidden=hidden, etas=etas, n_out=n_out)
+    return rule_config(sdnn.Config, args, **given)          # then --set KEY=VALUE (any Config field)
 
 
 def sdnn_config_json(cfg):
@@ -781,8 +783,8 @@ def parse(argv=None):
     p.add_argument("--phase-steps", type=int, help="tp family: minibatches per alternating phase (default: "
                    "one epoch)")
     p.add_argument("--n-aux", type=int, help="aosdtp: auxiliary random output units (default 512)")
-    p.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="kh, eqprop, microcircuit: set a field of the "
-                   "rule's config, e.g. --set k=7 Delta=0.4 (baselines.KHConfig, EqPropConfig, MicrocircuitConfig)")
+    p.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="sdnn, kh, eqprop, microcircuit: set a field of the "
+                   "rule's config, e.g. --set k=7 Delta=0.4 (sdnn.Config, baselines.KHConfig, EqPropConfig, MicrocircuitConfig)")
     p.add_argument("--synapses", help="kh: start from the synapses W of this .npz (saved by --train kh); "
                    "with --set epochs_unsup=0 only the top layer learns")
     p.add_argument("--limit", type=int, help="use only the first N training examples")

@@ -64,3 +64,14 @@ def test_missing_data_directory_offline_names_the_directory(tmp_path):
             "--epochs", "1")
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert str(missing) in r.stderr and "train-images-idx3-ubyte.gz" in r.stderr
+
+
+def test_sdnn_settings_from_the_command_line_keep_the_preset():
+    import experiments
+    args = experiments.parse(["--train", "sdnn", "--preset", "original_code", "--etas", "0.1", "0.2",
+                              "--set", "g_a=0.05", "init_gain=0.5"])
+    cfg = experiments.sdnn_config(args)
+    assert (cfg.g_a, cfg.init_gain, cfg.etas) == (0.05, 0.5, (0.1, 0.2))
+    assert (cfg.psp, cfg.window, cfg.test_ms) == ("truncated10", "last20", 250)   # the preset's own fields
+    with pytest.raises(ValueError, match="--set g_q=1: expected KEY=VALUE with KEY one of .*g_a"):
+        experiments.sdnn_config(experiments.parse(["--train", "sdnn", "--set", "g_q=1"]))
