@@ -105,7 +105,7 @@ def load_data(args):
 # ------------------------------------------------------------------------------------------------
 # Baseline rules (baselines.py): minibatch training with a progress bar.
 
-def baseline_config(args, n_in, n_out):
+def baseline_config(args, n_in, n_out, n_train):
     """baselines.Config from the command line; unset options keep the Config defaults."""
     given = {k: getattr(args, k) for k in ("activation", "loss", "output", "optimizer", "lr", "batch", "alpha",
                                            "sigma", "lr_inv", "schedule", "phase_steps", "n_aux")
@@ -114,7 +114,7 @@ def baseline_config(args, n_in, n_out):
         given["output"] = "sigmoid"
     rule = baselines.RULES.get(getattr(args, "train", None))
     if getattr(args, "phase_steps", None) is None and rule is not None and rule.extra_update is not None:
-        n_train = len(load_data(args)["train"][1])     # alternating schedule: one phase = one epoch
+        # alternating schedule: one phase = one epoch
         given["phase_steps"] = -(-n_train // given.get("batch", baselines.Config.batch))
     return baselines.Config(sizes=(n_in, *args.hidden, n_out), **given)
 
@@ -125,7 +125,7 @@ def train_baseline(args):
     data = load_data(args)
     (x, y), (x_val, y_val), (x_test, y_test) = data["train"], data["val"], data["test"]
     n_out = int(max(y.max(), y_test.max())) + 1
-    cfg = baseline_config(args, x.shape[1], n_out)
+    cfg = baseline_config(args, x.shape[1], n_out, len(x))
     rng = np.random.default_rng(args.seed)
     params, opt = baselines.make(args.train, cfg, rng)
     t = baselines.one_hot(y, n_out, cfg.dtype)
