@@ -636,6 +636,7 @@ class KHConfig:
                                 #   Only beta lr matters (Adam is scale-free in the gradient): with h of
                                 #   order 1e4-1e6 (MNIST, 2000 units, p = 3, 30 epochs) 1e-3 saturates
                                 #   tanh at once; 1e-6 was best of 1e-7..1e-5 on the validation split
+                                #   over 8 epochs; for 200 annealed epochs 3e-6 reached 1.89 % val error
     batch: int = 100            # minibatch of the top layer
     anneal_top: bool = True     # top-layer lr falls linearly to 0 over its epochs, like eps; without it
                                 #   the validation error of 784-2000-10 kept jumping by 0.5 % between epochs
