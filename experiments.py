@@ -61,6 +61,12 @@ def save_figure(fig, args, name):
     return paths[0]
 
 
+def config_json(cfg):
+    """A config dataclass as JSON-ready values (tuples become lists)."""
+    import dataclasses
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()}
+
+
 def new_result(rule, args, config):
     """The --train JSON: errors are fractions, one entry per epoch."""
     return {"rule": rule, "dataset": args.dataset, "hidden": list(args.hidden), "epochs": 0,
@@ -129,8 +135,7 @@ def train_baseline(args):
     rng = np.random.default_rng(args.seed)
     params, opt = baselines.make(args.train, cfg, rng)
     t = baselines.one_hot(y, n_out, cfg.dtype)
-    result = new_result(args.train, args, {k: (list(v) if isinstance(v, tuple) else v)
-                                           for k, v in vars(cfg).items()})
+    result = new_result(args.train, args, config_json(cfg))
     print(f"{args.train} {'-'.join(map(str, cfg.sizes))} on {args.dataset}: {len(x)} train, "
           f"{len(x_val)} val, {len(x_test)} test; {cfg.optimizer} lr {cfg.lr:g}, batch {cfg.batch}")
     try:
@@ -254,10 +259,8 @@ def sdnn_config(args, n_out=10):
 
 
 def sdnn_config_json(cfg):
-    import dataclasses
-    d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()}
-    d.update(k_b=cfg.k_b, k_d=cfg.k_d, P0=cfg.P0, P1=cfg.P1)
-    return d
+    """The config with its derived constants (Eqs 27, 29, 34, 35)."""
+    return dict(config_json(cfg), k_b=cfg.k_b, k_d=cfg.k_d, P0=cfg.P0, P1=cfg.P1)
 
 
 def train_sdnn(args):
@@ -532,11 +535,6 @@ def rule_config(cls, args, **given):
         except (ValueError, KeyError):
             raise ValueError(f"--set {item}: {key} takes a {type(default).__name__} like {default!r}") from None
     return cls(**given)
-
-
-def config_json(cfg):
-    import dataclasses
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()}
 
 
 def split(args):
