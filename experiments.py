@@ -10,6 +10,7 @@ Results go to results/ (or --out DIR): JSON or NPZ for the numbers, PNG and PDF 
 in datasets.py; this file owns printing, timing, saving and plotting.
 """
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -100,12 +101,30 @@ def error_rate(pred, y):
     return None if len(y) == 0 else float(np.mean(pred != y))
 
 
-def load_data(args):
-    """The dataset split for a run; --limit keeps the first N training examples."""
+def split(args):
+    """x, y, x_val, y_val, x_test, y_test, n_classes of --dataset; --limit keeps the first N training images."""
     data = datasets.load(args.dataset, data_dir=args.data_dir, n_valid=args.n_valid)
+    (x, y), (x_val, y_val), (x_test, y_test) = data["train"], data["val"], data["test"]
     if args.limit:
-        data["train"] = tuple(a[:args.limit] for a in data["train"])
-    return data
+        x, y = x[:args.limit], y[:args.limit]
+    return x, y, x_val, y_val, x_test, y_test, int(max(y.max(), y_test.max())) + 1
+
+
+def diverged(result, what, epoch, hint):
+    """A NaN or infinite loss: flag it in the JSON, say so on stderr, stop the run."""
+    result["diverged"] = True
+    print(f"diverged: {what} in epoch {epoch}; {hint}", file=sys.stderr)
+    return result
+
+
+@contextlib.contextmanager
+def keep_on_interrupt(result):
+    """Ctrl-C ends the epochs but keeps the result, so what was computed is still saved."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        result["interrupted"] = True
+        print(f"interrupted after {result['epochs']} epochs; saving what was computed", file=sys.stderr)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -128,9 +147,7 @@ def baseline_config(args, n_in, n_out, n_train):
 def train_baseline(args):
     """Train one rule of baselines.py; print and return the per-epoch errors."""
     from tqdm import tqdm
-    data = load_data(args)
-    (x, y), (x_val, y_val), (x_test, y_test) = data["train"], data["val"], data["test"]
-    n_out = int(max(y.max(), y_test.max())) + 1
+    x, y, x_val, y_val, x_test, y_test, n_out = split(args)
     cfg = baseline_config(args, x.shape[1], n_out, len(x))
     rng = np.random.default_rng(args.seed)
     params, opt = baselines.make(args.train, cfg, rng)
@@ -138,7 +155,7 @@ def train_baseline(args):
     result = new_result(args.train, args, config_json(cfg))
     print(f"{args.train} {'-'.join(map(str, cfg.sizes))} on {args.dataset}: {len(x)} train, "
           f"{len(x_val)} val, {len(x_test)} test; {cfg.optimizer} lr {cfg.lr:g}, batch {cfg.batch}")
-    try:
+    with keep_on_interrupt(result):
         for epoch in range(args.epochs):
             start = time.perf_counter()
             perm = rng.permutation(len(x))
@@ -148,17 +165,11 @@ def train_baseline(args):
                 idx = perm[i:i + cfg.batch]
                 L = baselines.step(args.train, params, opt, x[idx], t[idx], cfg)
                 if not np.isfinite(L):
-                    result["diverged"] = True
-                    print(f"diverged: loss {L} in epoch {epoch + 1}; try a smaller --lr "
-                          f"(now {cfg.lr:g})", file=sys.stderr)
-                    return result
+                    return diverged(result, f"loss {L}", epoch + 1, f"try a smaller --lr (now {cfg.lr:g})")
             seconds = time.perf_counter() - start
             err = [error_rate(baselines.predict(params, a, cfg), b)
                    for a, b in ((x, y), (x_val, y_val), (x_test, y_test))]
             log_epoch(result, *err, seconds)
-    except KeyboardInterrupt:
-        result["interrupted"] = True
-        print(f"interrupted after {result['epochs']} epochs; saving what was computed", file=sys.stderr)
     return result
 
 
@@ -271,11 +282,10 @@ def train_sdnn(args):
     from tqdm import tqdm
 
     import sdnn
-    data = load_data(args)
-    (x, y), (x_val, y_val), (x_test, y_test) = data["train"], data["val"], data["test"]
+    x, y, x_val, y_val, x_test, y_test, n_out = split(args)
     if args.quick:
         x, y, x_val, y_val, x_test, y_test = x[:2000], y[:2000], x_val[:300], y_val[:300], x_test[:300], y_test[:300]
-    cfg = sdnn_config(args, n_out=int(max(y.max(), y_test.max())) + 1)
+    cfg = sdnn_config(args, n_out=n_out)
     rng = np.random.default_rng(args.seed)
     net = sdnn.init_weights(x.shape[1], cfg, rng)
     state = sdnn.init_state(net)
@@ -291,7 +301,7 @@ def train_sdnn(args):
 
     result["initial_test_error"] = test(x_test, y_test)      # the paper tests once before training
     print(f"initial test error {100 * result['initial_test_error']:.2f}%")
-    try:
+    with keep_on_interrupt(result):
         for epoch in range(args.epochs):
             start = time.perf_counter()
             perm = rng.permutation(len(x))
@@ -303,9 +313,6 @@ def train_sdnn(args):
             result["mean_L0"].append(float(np.mean(r["L0"])))
             result["mean_L1"].append(float(np.mean(r["L1"])))
             log_epoch(result, 1.0 - float(np.mean(r["correct"])), test(x_val, y_val), test(x_test, y_test), seconds)
-    except KeyboardInterrupt:
-        result["interrupted"] = True
-        print(f"interrupted after {result['epochs']} epochs; saving what was computed", file=sys.stderr)
     return result
 
 
@@ -322,8 +329,7 @@ def fig3(args):
     import sdnn
     path = out_path(args, "fig3.npz")
     if not args.replot:
-        data = load_data(args)
-        (x, y) = data["train"]
+        x, y = split(args)[:2]
         cfg = sdnn_config(argparse.Namespace(preset="paper", hidden=[500], etas=None))
         rng = np.random.default_rng(args.seed)
         net = sdnn.init_weights(x.shape[1], cfg, rng)
@@ -537,19 +543,6 @@ def rule_config(cls, args, **given):
     return cls(**given)
 
 
-def split(args):
-    data = load_data(args)
-    (x, y), (x_val, y_val), (x_test, y_test) = data["train"], data["val"], data["test"]
-    return x, y, x_val, y_val, x_test, y_test, int(max(y.max(), y_test.max())) + 1
-
-
-def diverged(result, what, epoch, hint):
-    """The divergence convention of train_baseline: flag it in the JSON, say so on stderr, stop."""
-    result["diverged"] = True
-    print(f"diverged: {what} in epoch {epoch}; {hint}", file=sys.stderr)
-    return result
-
-
 def kh_learn_synapses(W, x, cfg, rng, args, result=None):
     """cfg.epochs_unsup epochs of the unsupervised rule on x, eps annealed linearly; W in place."""
     from tqdm import tqdm
@@ -596,7 +589,7 @@ def train_kh(args):
           f"{len(x_test)} test; p {cfg.p:g}, k {cfg.k}, Delta {cfg.Delta:g}, eps0 {cfg.eps0:g} over "
           f"{cfg.epochs_unsup} unsupervised epochs; top layer n {cfg.n:g}, beta {cfg.beta:g}, m {cfg.m}, "
           f"Adam lr {cfg.lr:g}")
-    try:
+    with keep_on_interrupt(result):
         kh_learn_synapses(W, x, cfg, rng, args, result)
         np.savez_compressed(os.path.splitext(args.json or out_path(args, f"kh_{args.dataset}.json"))[0]
                             + ".npz", W=W)
@@ -621,9 +614,6 @@ def train_kh(args):
             seconds = time.perf_counter() - start
             log_epoch(result, *(error_rate(baselines.kh_predict(S, a), b)
                                  for a, b in ((h, y), (h_val, y_val), (h_test, y_test))), seconds)
-    except KeyboardInterrupt:
-        result["interrupted"] = True
-        print(f"interrupted after {result['epochs']} top-layer epochs; saving what was computed", file=sys.stderr)
     return result
 
 
@@ -650,7 +640,7 @@ def train_eqprop(args):
     print(f"eqprop {'-'.join(map(str, cfg.sizes))} on {args.dataset}: {len(x)} train, {len(x_val)} val, "
           f"{len(x_test)} test; {cfg.n_free} free / {cfg.n_clamped} clamped iterations, epsilon "
           f"{cfg.epsilon:g}, beta {cfg.beta:g}{' (random sign)' if cfg.random_sign else ''}, alphas {cfg.alphas}")
-    try:
+    with keep_on_interrupt(result):
         for epoch in range(args.epochs):
             start, perm, wrong = time.perf_counter(), rng.permutation(len(x)), 0
             for i in tqdm(range(0, len(x), cfg.batch), desc=f"epoch {epoch + 1}/{args.epochs}",
@@ -667,9 +657,6 @@ def train_eqprop(args):
                 return diverged(result, "weights not finite", epoch + 1, "try smaller --set alphas=...")
             log_epoch(result, wrong / len(x), *(error_rate(baselines.eqprop_predict(params, a, cfg), b)
                                                 for a, b in ((x_val, y_val), (x_test, y_test))), seconds)
-    except KeyboardInterrupt:
-        result["interrupted"] = True
-        print(f"interrupted after {result['epochs']} epochs; saving what was computed", file=sys.stderr)
     return result
 
 
@@ -691,7 +678,7 @@ def train_microcircuit(args):
     print(f"microcircuit {'-'.join(map(str, cfg.sizes))} on {args.dataset}: {len(x)} train, {len(x_val)} val, "
           f"{len(x_test)} test; etas {cfg.etas}, batch {cfg.batch}, lambda_out {cfg.lambda_out:.3f}, "
           f"lambda_I {cfg.lambda_I:.3f}, lambda_A {cfg.lambda_A:.3f}")
-    try:
+    with keep_on_interrupt(result):
         for epoch in range(args.epochs):
             start, perm = time.perf_counter(), rng.permutation(len(x))
             for i in tqdm(range(0, len(x), cfg.batch), desc=f"epoch {epoch + 1}/{args.epochs}",
@@ -705,9 +692,6 @@ def train_microcircuit(args):
                 return diverged(result, "weights not finite", epoch + 1, "try a smaller --lr or --set etas=...")
             log_epoch(result, *(error_rate(baselines.microcircuit_predict(params, a, cfg), b)
                                 for a, b in ((x, y), (x_val, y_val), (x_test, y_test))), seconds)
-    except KeyboardInterrupt:
-        result["interrupted"] = True
-        print(f"interrupted after {result['epochs']} epochs; saving what was computed", file=sys.stderr)
     return result
 
 
@@ -726,7 +710,7 @@ def fig_kh_fields(args):
     import matplotlib.pyplot as plt
     path = out_path(args, "kh-fields.npz")
     if not args.replot:
-        x = load_data(args)["train"][0]
+        x = split(args)[0]
         demo = dict(n_hidden=100, p=2.0, k=2, Delta=0.4, eps0=2e-2, batch_unsup=100, dtype="float64",
                     epochs_unsup=1 if args.quick else args.epochs)
         cfg = rule_config(baselines.KHConfig, args, **demo)

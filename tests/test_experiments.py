@@ -75,3 +75,11 @@ def test_sdnn_settings_from_the_command_line_keep_the_preset():
     assert (cfg.psp, cfg.window, cfg.test_ms) == ("truncated10", "last20", 250)   # the preset's own fields
     with pytest.raises(ValueError, match="--set g_q=1: expected KEY=VALUE with KEY one of .*g_a"):
         experiments.sdnn_config(experiments.parse(["--train", "sdnn", "--set", "g_q=1"]))
+
+
+def test_interrupt_keeps_the_epochs_already_computed():
+    import experiments
+    result = {"epochs": 2, "test_error": [0.5, 0.4]}
+    with experiments.keep_on_interrupt(result):
+        raise KeyboardInterrupt
+    assert result["interrupted"] is True and result["test_error"] == [0.5, 0.4]
