@@ -239,14 +239,12 @@ def init_weights(n_in, cfg, rng):
     nu = cfg.phi_max * 0.25                      # slope of the linear region of phi_max * sigma
     V_sm = cfg.V_sd ** 2 + cfg.V_avg ** 2        # second moment of the dendritic voltage
     W, b, Y = [None] * (L + 1), [None] * (L + 1), [None] * L
-    moments = {}
     for k in range(L, -1, -1):                   # top down, as the code (same draw order)
         N = sizes[k]                             # fan-in
         W_avg = (cfg.V_avg - cfg.b_avg) / (nu * N * cfg.V_avg)
         W_sm = (V_sm + nu ** 2 * (N - N ** 2) * W_avg ** 2 * cfg.V_avg ** 2
                 - 2 * N * nu * cfg.b_avg * cfg.V_avg * W_avg - cfg.b_avg ** 2) / (N * nu ** 2 * V_sm)
         W_sd = math.sqrt(W_sm - W_avg ** 2)
-        moments[k] = (W_avg, W_sd)
         W[k] = W_avg + cfg.init_spread * W_sd * rng.uniform(-1, 1, size=(sizes[k + 1], N))
         b[k] = cfg.b_avg + cfg.init_spread * cfg.b_sd * rng.uniform(-1, 1, size=sizes[k + 1])
         if k > 0:   # Y for hidden layer k-1, drawn with the fan-in of the layer above it (code l.257)
@@ -428,7 +426,9 @@ def run_phase(net, state, x, T, label, cfg, rng, offsets=None, record=False, jit
            "phi_out": A[L][1] / W_len,
            "s": [P[p][0] / W_len for p in range(L + 1)],
            "n_spikes": n_spk.tolist(), "T": T}
-    if cfg.psp == "truncated10":   # spikes of the last 10 steps per population (exact update of R)
+    if cfg.psp == "truncated10" and learn and label is not None:
+        # spikes of the last 10 steps per population, for the exact ring update after the weight
+        # update (_fix_traces reads the target phase's only)
         last = []
         for p in range(L + 1):
             m = len(act) if p == 0 else n[p - 1]
