@@ -158,7 +158,7 @@ def init(sizes, cfg, rng):
     for n_in, n_out in zip(sizes[:-1], sizes[1:]):
         if cfg.init == "glorot":
             r = np.sqrt(6.0 / (n_in + n_out))
-            W.append(rng.uniform(-r, r, size=(n_out, n_in)).astype(cfg.dtype))
+            W.append(uniform(rng, r, (n_out, n_in), cfg))
         else:
             W.append((rng.standard_normal((n_out, n_in)) * np.sqrt(2.0 / n_in)).astype(cfg.dtype))
         b.append(np.zeros(n_out, cfg.dtype))
@@ -757,7 +757,7 @@ def kh_update(W, v, cfg):
 def kh_step(W, v, eps, cfg):
     """W <- W + eps dW / max|dW| for one minibatch, in place (b.md 5.1 item 4)."""
     units, dW = kh_sparse_update(W, v, cfg)
-    W[units] += (eps * dW).astype(W.dtype)
+    W[units] += eps * dW
     return W
 
 
@@ -850,7 +850,7 @@ def eqprop_init(cfg, rng):
     W, b = [], []
     for n_in, n_out in zip(cfg.sizes[:-1], cfg.sizes[1:]):
         r = np.sqrt(6.0 / (n_in + n_out))
-        W.append(rng.uniform(-r, r, size=(n_out, n_in)).astype(cfg.dtype))
+        W.append(uniform(rng, r, (n_out, n_in), cfg))
         b.append(np.zeros(n_out, cfg.dtype))
     return {"W": W, "b": b}
 
@@ -922,8 +922,8 @@ def eqprop_step(params, x, d, s, cfg, rng):
     s_clamped = relax(params, x, s_free, cfg.n_clamped, cfg.epsilon, beta, d)  # weakly clamped phase
     dW, db = eqprop_gradient(params, x, s_free, s_clamped, beta)
     for W, b, gW, gb, alpha in zip(params["W"], params["b"], dW, db, cfg.alphas):
-        W += (alpha * gW).astype(W.dtype)                    # per-layer learning rates alpha_l
-        b += (alpha * gb).astype(b.dtype)
+        W += alpha * gW                                      # per-layer learning rates alpha_l
+        b += alpha * gb
     return s_free, float(np.mean(cost(s_free, d)))
 
 
@@ -1028,11 +1028,11 @@ def microcircuit_init(cfg, rng):
     sizes = cfg.sizes
     for n_in, n_out in zip(sizes[:-1], sizes[1:]):
         r = cfg.w_init * np.sqrt(6.0 / (n_in + n_out))
-        W.append(rng.uniform(-r, r, size=(n_out, n_in)).astype(cfg.dtype))
+        W.append(uniform(rng, r, (n_out, n_in), cfg))
         b.append(np.zeros(n_out, cfg.dtype))
     for k in range(1, len(sizes) - 1):                       # hidden layers 1..N-1, B_k (n_k, n_(k+1))
         r = cfg.w_init * np.sqrt(6.0 / (sizes[k] + sizes[k + 1]))
-        Bk.append(rng.uniform(-r, r, size=(sizes[k], sizes[k + 1])).astype(cfg.dtype))
+        Bk.append(uniform(rng, r, (sizes[k], sizes[k + 1]), cfg))
     ratio = [cfg.att[k] / cfg.att_I for k in range(1, len(W))]
     W_IP = [(q * W[k]).astype(cfg.dtype) for k, q in zip(range(1, len(W)), ratio)]
     c_IP = [(q * b[k]).astype(cfg.dtype) for k, q in zip(range(1, len(W)), ratio)]

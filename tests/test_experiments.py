@@ -1,6 +1,7 @@
 """The command line: a real (small) training run, its JSON, and clear errors for bad input."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -54,7 +55,7 @@ def test_same_seed_same_curve(tmp_path):
 def test_bad_input_exits_nonzero_with_a_clear_message(argv, words, tmp_path):
     r = run(*argv, "--out", str(tmp_path))
     assert r.returncode != 0
-    assert pytest.importorskip("re").search(words, r.stderr), r.stderr
+    assert re.search(words, r.stderr), r.stderr
     assert "Traceback" not in r.stderr
 
 
