@@ -386,8 +386,9 @@ def run_phase(net, state, x, T, label, cfg, rng, offsets=None, record=False, jit
     record : also return the traces (T, 4, n_k) per layer: V_b, V_a, V, spike counts.
     jit : use the Numba kernel (False: the NumPy twin, same maths, slow).
     window : (lo, hi) steps averaged; default: the training window of cfg.window (Eq 22).
-    learn : False skips what only learning needs (window sums of s, plateaus and, when g_a = 0 and
-        nothing is recorded, the apical compartment and output spikes, which then cannot act on V).
+    learn : False skips what only learning needs (window sums of s, the hidden layers' averages of V
+        and V_a, returned as zeros, and, when g_a = 0 and nothing is recorded, the apical compartment
+        and output spikes, which then cannot act on V).
 
     Returns a dict of window averages: V (per layer), V_a (hidden), phi_out, s (presynaptic PSPs per
     population, the s-bar of Eqs 28 and 33), spike counts and, for the code's kernel, the spikes of
@@ -524,14 +525,15 @@ def _phase_numpy(T, lo, hi, WT, b, YT, S, R, x_pre, x_out, n_out_hist, phi_out, 
                 else:
                     Va = (Sk[2] - Sk[3]) * inv
                 Sk[4] += dt * (-g_l * Sk[4] + g_b * (Vb - Sk[4]) + g_a * (Va - Sk[4]))   # Eq 14
-                in_win = (lo_a[k] <= t) & (t < hi_a[k])  # per unit; length 1 = synchronous (lo, hi)
-                A[k][1] += np.where(in_win, Va, np.float32(0))                           # plateau (Eq 21)
+                if learn:
+                    in_win = (lo_a[k] <= t) & (t < hi_a[k])  # per unit; length 1 = synchronous (lo, hi)
+                    A[k][1] += np.where(in_win, Va, np.float32(0))                       # plateau (Eq 21)
             else:
                 I = I_scale * (gE * (E_E - Sk[4]) + gI * (E_I - Sk[4]))                   # Eq 20
                 Sk[4] += dt * (-g_l * Sk[4] + g_d * (Vb - Sk[4]) + I)                     # Eq 19
                 Va = np.zeros_like(Vb)
                 phi_out[:] = phi_max * sigma(Sk[4].astype(np.float64))                     # Eq 17
-            if lo <= t < hi:
+            if lo <= t < hi and (learn or k == L):
                 A[k][0] += Sk[4]                         # somatic average
                 if k == L:
                     A[k][1] += phi_out                   # output rate average (Eq 6)
@@ -958,7 +960,9 @@ def _phase_kernel(T, lo, hi, WT, b, YT, S, R, x_pre, x_out, n_out_hist, phi_out,
             if k < L:
                 lo_k, hi_k = lo_a[k], hi_a[k]
                 A1 = Ak[1]
-                if lo_k.shape[0] == 1:                               # synchronous plateaus
+                if not learn:                                        # plateaus only for learning
+                    pass
+                elif lo_k.shape[0] == 1:                             # synchronous plateaus
                     if in_win:
                         for i in range(m):
                             A1[i] += Va[i]                           # plateau average (Eq 21)
@@ -972,7 +976,7 @@ def _phase_kernel(T, lo, hi, WT, b, YT, S, R, x_pre, x_out, n_out_hist, phi_out,
                     V[i] += dt * (-g_l * V[i] + g_d * (Vb[i] - V[i]) + I)              # Eq 19
                     Va[i] = 0.0
                     phi_out[i] = phi_max * _sig(np.float64(V[i]))                       # Eq 17
-            if in_win:
+            if in_win and (learn or k == L):
                 A0 = Ak[0]
                 for i in range(m):
                     A0[i] += V[i]                                    # somatic average

@@ -53,6 +53,19 @@ def test_phase_kernel_equals_numpy_twin(cfg):
     assert st_k.pos == st_n.pos
 
 
+
+@pytest.mark.parametrize("cfg", [SMALL, SMALL_ORIG, replace(SMALL, hidden=(30, 20), etas=(0.2, 0.2, 0.1), g_a=0.0)],
+                         ids=["paper", "original_code", "two_hidden_g_a_0"])
+def test_test_phase_kernel_equals_numpy_twin(cfg):
+    """The test phase (learn=False skips the learning sums) gives the same output averages and spikes."""
+    X, _ = _inputs(np.random.default_rng(5), 3)
+    net = sdnn.init_weights(64, cfg, np.random.default_rng(0))
+    for x in X:
+        r = [sdnn.run_phase(net, sdnn.init_state(net), x, 120, None, cfg, np.random.default_rng(7), jit=jit,
+                            learn=False, window=(cfg.t_settle, 120)) for jit in (True, False)]
+        assert r[0]["n_spikes"] == r[1]["n_spikes"]
+        np.testing.assert_allclose(r[0]["V"][-1], r[1]["V"][-1], rtol=1e-5, atol=1e-5)
+
 def test_rate_kernel_equals_numpy_twin():
     rng = np.random.default_rng(0)
     X, y = _inputs(rng, 20)
