@@ -621,36 +621,48 @@ def train_example(net, state, x, label, cfg, rng, record=False, jit=True, update
     alpha_f = [sigma(v) for v in f["V_a"]]                                                 # Eq 21
     alpha_t = [sigma(v) for v in t["V_a"]]
     V_f = f["V"]
-    E = [None] * (L + 1)
-    E[L] = output_error(t["phi_out"], V_f[L], cfg)                                           # Eq 28
-    for k in range(L):
-        E[k] = hidden_error(alpha_t[k], alpha_f[k], V_f[k], cfg)                             # Eqs 33, 39-40
-    info = {"L1": float(np.sum((t["phi_out"] - cfg.phi_max * sigma(V_f[L])) ** 2)),           # Eq 23
-            "L0": float(np.sum((alpha_t[0] - alpha_f[0]) ** 2)) if L else 0.0,               # Eq 32
-            "pred": int(np.argmax(V_f[L])), "alpha_f": alpha_f, "alpha_t": alpha_t,
-            "n_spikes": [a + b for a, b in zip(f["n_spikes"], t["n_spikes"])], "T": (T_f, T_t)}
+    E, info = _errors(alpha_f, alpha_t, t["phi_out"], cfg.phi_max * sigma(V_f[L]), V_f, cfg)
+    info.update(n_spikes=[a + b for a, b in zip(f["n_spikes"], t["n_spikes"])], T=(T_f, T_t))
     if record:
         info.update(trace_f=f["trace"], trace_t=t["trace"], V_a_f=f["V_a"], V_a_t=t["V_a"])
         if L:
             info["J_beta"], info["J_gamma"] = jacobians(net, V_f[L], cfg)
     if cfg.stochastic_plateau:
         info["plateau_time"] = (f["plateau_time"], t["plateau_time"])
-    # updates from the top down, as the code (spec §3.1 #17); the backprop error uses the new W_(k+1)
+    _learn_top_down(net, E, f["s"], V_f, cfg, info, update, jit,
+                    fix=lambda k, scale: _fix_traces(state, k, scale * E[k], f["s"][k], t, cfg))
+    if cfg.symmetric_feedback and update:
+        make_symmetric(net, cfg, rng)
+        _refresh_apical(net, state, cfg)
+    return info
+
+
+def _errors(alpha_f, alpha_t, phi_t, phi_f, V_f, cfg):
+    """Errors E per layer (Eqs 28, 33, 39-40) and the example's info: L0, L1, forward prediction."""
+    L = len(V_f) - 1
+    E = [hidden_error(alpha_t[k], alpha_f[k], V_f[k], cfg) for k in range(L)]               # Eqs 33, 39-40
+    E.append(output_error(phi_t, V_f[L], cfg))                                               # Eq 28
+    info = {"L1": float(np.sum((phi_t - phi_f) ** 2)),                                       # Eq 23
+            "L0": float(np.sum((alpha_t[0] - alpha_f[0]) ** 2)) if L else 0.0,               # Eq 32
+            "pred": int(np.argmax(V_f[L])), "alpha_f": alpha_f, "alpha_t": alpha_t}
+    return E, info
+
+
+def _learn_top_down(net, E, s, V_f, cfg, info, update=True, jit=True, fix=None):
+    """W_k -= eta_k P E_k s_k^T from the top down, as the code (spec §3.1 #17); info["angle"] gets the
+    first hidden layer's angle to backprop (spec §1.19), whose error uses the new W_(k+1).
+    fix(k, scale) runs after each update (the spiking state's traces)."""
+    L = len(net.W) - 1
     E_bp = E[L]
     for k in range(L, -1, -1):
         if k < L:
             E_bp = (net.W[k + 1].T @ E_bp) * cfg.k_b * cfg.phi_max * dsigma(V_f[k])          # spec §1.19
             if k == 0:
                 info["angle"] = _angle(E[0], E_bp)
-        if not update:
-            continue
-        eta, P = cfg.etas[k], (cfg.P1 if k == L else cfg.P0)
-        scale = update_weights(net, k, E[k], f["s"][k], eta, P, jit)
-        _fix_traces(state, k, scale * E[k], f["s"][k], t, cfg)
-    if cfg.symmetric_feedback and update:
-        make_symmetric(net, cfg, rng)
-        _refresh_apical(net, state, cfg)
-    return info
+        if update:
+            scale = update_weights(net, k, E[k], s[k], cfg.etas[k], cfg.P1 if k == L else cfg.P0, jit)
+            if fix:
+                fix(k, scale)
 
 
 def _fix_traces(state, k, scaled_E, s, phase, cfg):
@@ -802,18 +814,8 @@ def rate_train_example(net, x, label, cfg, rng=None):
     phi_t = cfg.phi_max * sigma(V_t)                                           # Eq 6
     alpha_f = [sigma(net.Y[k] @ s[L + 1]) for k in range(L)]                   # Eq 21, rates fed back
     alpha_t = [sigma(net.Y[k] @ phi_t) for k in range(L)]
-    E = [hidden_error(alpha_t[k], alpha_f[k], V[k], cfg) for k in range(L)]    # Eq 33
-    E.append(output_error(phi_t, V[L], cfg))                                   # Eq 28
-    info = {"L1": float(np.sum((phi_t - s[L + 1]) ** 2)),
-            "L0": float(np.sum((alpha_t[0] - alpha_f[0]) ** 2)) if L else 0.0,
-            "pred": int(np.argmax(V[L])), "alpha_f": alpha_f, "alpha_t": alpha_t}
-    E_bp = E[L]
-    for k in range(L, -1, -1):
-        if k < L:
-            E_bp = (net.W[k + 1].T @ E_bp) * cfg.k_b * cfg.phi_max * dsigma(V[k])
-            if k == 0:
-                info["angle"] = _angle(E[0], E_bp)
-        update_weights(net, k, E[k], s[k], cfg.etas[k], cfg.P1 if k == L else cfg.P0)   # Eqs 29, 35
+    E, info = _errors(alpha_f, alpha_t, phi_t, s[L + 1], V, cfg)
+    _learn_top_down(net, E, s, V, cfg, info)
     if cfg.symmetric_feedback:
         make_symmetric(net, cfg, rng)
     return info
