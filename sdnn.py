@@ -1110,14 +1110,10 @@ def _rate_kernel(WT, b, YT, X, y, c, etas, res):
         res[ex, 1] = L1
         res[ex, 2] = best
         # ---- output layer update (Eqs 28-29) ----
-        m_in = WT[L].shape[0]
         for q in range(n_out):
             sg = _sig(V[L, q])
             E[q] = -k_d * phi_max * (phi_t[q] - phi_max * sg) * sg * (1.0 - sg)   # Eq 28
-        for j in range(m_in):
-            if s[L, j] != 0.0:
-                for q in range(n_out):
-                    WT[L][j, q] -= etas[L] * P1 * E[q] * s[L, j]        # Eq 29
+        _rank1_kernel(WT[L], -etas[L] * P1, E[:n_out], s[L])            # Eq 29
         for q in range(n_out):
             b[L][q] -= etas[L] * P1 * E[q]
         # ---- hidden layers (Eqs 33, 35, 39-41): plateaus from fed-back rates ----
@@ -1136,10 +1132,6 @@ def _rate_kernel(WT, b, YT, X, y, c, etas, res):
                 E[i] = -k_b * phi_max * da * sg * (1.0 - sg)        # Eq 33
             if k == 0:
                 res[ex, 0] = L0
-            for j in range(WT[k].shape[0]):
-                if s[k, j] != 0.0:
-                    w = WT[k][j]
-                    for i in range(m):
-                        w[i] -= etas[k] * P0 * E[i] * s[k, j]       # Eq 35
+            _rank1_kernel(WT[k], -etas[k] * P0, E[:m], s[k])            # Eq 35
             for i in range(m):
                 b[k][i] -= etas[k] * P0 * E[i]
