@@ -163,6 +163,17 @@ def test_postsynaptic_traces_stay_equal_to_W_times_presynaptic_traces():
     np.testing.assert_allclose(state.S[0][2], net.Y[0] @ state.x_out[0], rtol=1e-4, atol=1e-3)
 
 
+def test_truncated_ring_equals_new_W_times_the_last_10_steps_of_spikes():
+    """The code's kernel: after the update, the output layer's ring holds W1(new) n_hidden(t) for the
+    last 10 steps of the target phase, n_hidden(t) read from the recorded spike counts."""
+    net, state, infos = _run(SMALL_ORIG, jit=True, n=3)
+    counts = infos[-1]["trace_t"][0][-10:, 3]                   # hidden spikes per step, last 10 steps
+    assert counts.sum() > 0
+    for i in range(10):
+        np.testing.assert_allclose(state.R[1][(state.pos - 10 + i) % 10], net.W[1] @ counts[i],
+                                   rtol=1e-4, atol=1e-4)
+
+
 # ---- paper invariants ----
 
 @pytest.mark.parametrize("g_a", [0.0, 0.05, 0.6])
