@@ -249,23 +249,20 @@ def test_symmetric_feedback_aligns_hidden_update_with_backprop():
 
 # ---- randomness ----
 
-def test_thinning_gives_poisson_counts():
-    """Candidates at phi_max kept with probability p: counts per unit and step ~ Poisson(phi_max p)."""
-    cfg, T, n = sdnn.PAPER, 4000, 200
+def test_input_thinning_gives_poisson_counts():
+    """Kernel thinning of an input of pixel value p: its spike count over T steps, in repeated phases,
+    has the Poisson mean phi_max p T and variance = mean (Methods "Training paradigm")."""
+    cfg, T, reps = SMALL, 50, 400
     rng = np.random.default_rng(0)
-    p = np.linspace(0.05, 1.0, n)
-    ptr, u = sdnn.draw_candidates((n,), T, cfg, rng)
-    w = u * n
-    unit = w.astype(np.int64)
-    keep = w - unit < p[unit]
-    step = np.repeat(np.arange(T), np.diff(ptr[0]))
-    counts = np.zeros((T, n))
-    np.add.at(counts, (step[keep], unit[keep]), 1)
-    mean = cfg.phi_max * p
-    se = np.sqrt(mean / T)
-    assert np.all(np.abs(counts.mean(0) - mean) < 5 * se)
-    fano = counts.var(0) / counts.mean(0)                        # Poisson: variance = mean
-    assert abs(fano.mean() - 1.0) < 0.02
+    net = sdnn.init_weights(64, cfg, rng)
+    for p in (0.1, 0.5, 1.0):
+        x = np.zeros(64)
+        x[7] = p                                                # one active input: its own count
+        counts = np.array([sdnn.run_phase(net, sdnn.init_state(net), x, T, None, cfg, rng)["n_spikes"][0]
+                           for _ in range(reps)])
+        mean = cfg.phi_max * p * T
+        assert abs(counts.mean() - mean) < 5 * math.sqrt(mean / reps)
+        assert abs(counts.var() / mean - 1.0) < 5 * math.sqrt(2 / reps)   # SE of a Poisson variance ratio
 
 
 def test_output_spike_rate_matches_phi():
