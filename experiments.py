@@ -476,8 +476,8 @@ def bench_sdnn(args):
     except (datasets.DataError, OSError):
         mnist = np.where(rng.random((2000, 784)) < 0.19, rng.random((2000, 784)), 0).astype(np.float32)
         print("MNIST not found: synthetic MNIST-like inputs (19 % non-zero pixels)")
-    cifar = np.clip(rng.normal(0.47, 0.25, (300, 3072)), 0, 1).astype(np.float32)   # CIFAR-10 pixel mean, SD
     n_train, n_test = (60, 10) if args.quick else (400, 60)
+    cifar = np.clip(rng.normal(0.47, 0.25, (20 + n_train, 3072)), 0, 1).astype(np.float32)   # CIFAR-10 mean, SD
     cores = os.cpu_count() or 1
     out = {"cpu_seconds": True, "cores": cores}
     for name, X, hidden in (("784-10", mnist, ()), ("784-500-10", mnist, (500,)),
