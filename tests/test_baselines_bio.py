@@ -224,6 +224,37 @@ def test_microcircuit_self_predicting_state_has_silent_apical_dendrites_and_no_u
     assert all(np.abs(dw).max() > 1e-4 for dw in upd["W"])
 
 
+def test_microcircuit_interneuron_to_pyramid_rule_descends_the_free_apical_potential():
+    """Eq. 9, dW^PI = eta (0 - v_A) r^I^T, is gradient descent on J = 1/2 mean ||v_A||^2 with the
+    interneurons' rates fixed: against central finite differences of J, and J falls after the step."""
+    cfg, params, x, y = tiny_microcircuit(eta_PI=0.5)
+    rng = np.random.default_rng(7)
+    for W in params["W_IP"]:                                 # leave the self-predicting state
+        W += rng.normal(0, 0.5, W.shape)
+    fwd = bl.microcircuit_forward(params, x, cfg)
+
+    def J(k):                                                # free apical potential, forward rates
+        rI = bl.phi(fwd["vI_hat"][k])
+        vA = fwd["r"][k + 2] @ params["B"][k].T + rI @ params["W_PI"][k].T
+        return 0.5 * np.mean(np.sum(vA ** 2, axis=1))
+
+    upd = bl.microcircuit_updates(params, fwd, bl.microcircuit_teach(params, fwd, None, cfg), cfg)
+    for k, W in enumerate(params["W_PI"]):
+        fd = np.zeros_like(W)
+        for i in np.ndindex(W.shape):
+            old = W[i]
+            W[i] = old + 1e-6
+            up = J(k)
+            W[i] = old - 1e-6
+            fd[i] = (up - J(k)) / 2e-6
+            W[i] = old
+        eta = cfg.eta_PI / W.shape[1]                        # per population: / n_(k+1) interneurons
+        np.testing.assert_allclose(upd["W_PI"][k], -eta * fd, rtol=1e-5, atol=1e-10)
+        before = J(k)
+        W += upd["W_PI"][k]
+        assert J(k) < before
+
+
 def test_microcircuit_with_symmetric_feedback_follows_backprop_for_weak_nudging():
     """Sacramento et al. (2018): for weak nudging the hidden update is backprop's, with the output error
     e = phi(u_N) - phi(v^_N) sent back through B_k. With B_k = W_(k+1)^T the direction must match a
