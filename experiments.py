@@ -449,6 +449,11 @@ def study_sdnn_fidelity(args):
     print(f"wrote {save_json(out, args.json or out_path(args, 'sdnn_fidelity.json'))}")
 
 
+# The original code's spiking mode, ms per training example and per 250-ms test example, measured on one
+# core of this machine kind (spec §5, HEAD a41ebc8).
+ORIGINAL_CODE_MS = {"784-10": (26, 54), "784-500-10": (58, 124), "784-500-100-10": (91, 191)}
+
+
 def _median_cpu_per_item(run, start, stop, chunks=10):
     """Median over `chunks` equal chunks of [start, stop) of the CPU seconds per item of run(a, b):
     a burst of load from other processes on the machine slows a few chunks, not the median."""
@@ -503,6 +508,12 @@ def bench_sdnn(args):
         print(f"PAPER {name:15s}: {1e3 * train_s:6.3f} ms / train example ({1 / train_s:6.0f} /s), "
               f"{1e3 * test_s:6.3f} ms / {cfg.test_ms}-ms test example, {events / train_s / 1e6:6.1f} M "
               f"synaptic events / s", flush=True)
+        if name in ORIGINAL_CODE_MS:   # spec §5: the original code, one core of this machine kind
+            tr, te = ORIGINAL_CODE_MS[name]
+            out[name]["speedup_vs_original"] = [tr / (1e3 * train_s), te / 250 / (1e3 * test_s / cfg.test_ms)]
+            print(f"    original code: {tr} ms / train example, {te} ms / 250-ms test example: "
+                  f"x{tr / (1e3 * train_s):.0f} faster training, x{te / 250 / (1e3 * test_s / cfg.test_ms):.0f} "
+                  f"faster per simulated test ms", flush=True)
     # test throughput on all cores (wall clock), 784-500-10
     cfg = sdnn.PAPER
     net = sdnn.init_weights(784, cfg, rng)
