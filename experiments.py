@@ -514,6 +514,13 @@ def bench_sdnn(args):
             print(f"    original code: {tr} ms / train example, {te} ms / 250-ms test example: "
                   f"x{tr / (1e3 * train_s):.0f} faster training, x{te / 250 / (1e3 * test_s / cfg.test_ms):.0f} "
                   f"faster per simulated test ms", flush=True)
+        if name == "784-500-10":   # the NumPy twin in the same minutes: a ratio the VM's speed drift cancels
+            n_twin = 2 if args.quick else 10
+            twin_s = _median_cpu_per_item(
+                lambda a, b: sdnn.train_epoch(net, state, X[a:b], y[a:b], cfg, rng, jit=False), 0, n_twin, 2)
+            out[name]["numpy_twin_ms_per_train_example"] = 1e3 * twin_s
+            print(f"    NumPy twin (same maths, per-step NumPy like the original code): {1e3 * twin_s:.1f} ms / "
+                  f"train example, x{twin_s / train_s:.0f} the Numba kernel", flush=True)
     # test throughput on all cores (wall clock), 784-500-10
     cfg = sdnn.PAPER
     net = sdnn.init_weights(784, cfg, rng)
