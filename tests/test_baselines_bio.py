@@ -255,6 +255,24 @@ def test_microcircuit_interneuron_to_pyramid_rule_descends_the_free_apical_poten
         assert J(k) < before
 
 
+def test_microcircuit_rates_decay_as_one_over_one_plus_t_over_t_half():
+    """After t minibatches every change (W, b, W^IP, c^IP, W^PI) is the undecayed one / (1 + t / t_half)."""
+    import copy
+    cfg, params, x, y = tiny_microcircuit(eta_PI=0.5, t_half=2)
+    for W in params["W_IP"]:                                 # off the self-predicting state: W^PI learns
+        W += np.random.default_rng(3).normal(0, 0.5, W.shape)
+    u_trgt, r_trgt = bl.microcircuit_targets(y, 3, cfg)
+    fresh, later = copy.deepcopy(params), copy.deepcopy(params)
+    later["t"] = 4                                          # rates / (1 + 4 / 2) = / 3
+    for p in (fresh, later):
+        bl.microcircuit_step(p, x, u_trgt, r_trgt, cfg)
+    assert fresh["t"] == 1 and later["t"] == 5
+    for key in ("W", "b", "W_IP", "c_IP", "W_PI"):
+        for p0, p1, p in zip(fresh[key], later[key], params[key]):
+            assert np.abs(p0 - p).max() > 1e-6
+            np.testing.assert_allclose(p1 - p, (p0 - p) / 3, rtol=1e-9, atol=1e-14)
+
+
 def test_microcircuit_with_symmetric_feedback_follows_backprop_for_weak_nudging():
     """Sacramento et al. (2018): for weak nudging the hidden update is backprop's, with the output error
     e = phi(u_N) - phi(v^_N) sent back through B_k. With B_k = W_(k+1)^T the direction must match a
