@@ -813,11 +813,16 @@ class EqPropConfig:
     n_free: int = 20                # free-phase iterations per minibatch (Table 2: 20 / 100 / 500)
     n_clamped: int = 4              # weakly clamped iterations (Table 2: 4 / 6 / 8)
     epsilon: float = 0.5            # step of the state dynamics s <- clip(s - epsilon dF/ds, 0, 1)
-    beta: float = 1.0               # clamping factor (Table 2; the reference code uses 0.5 for net 1)
-    alphas: tuple = (0.1, 0.05)     # learning rate of W_l, b_l, bottom layer first (Table 2)
+    beta: float = 1.0               # clamping factor (Table 2; the reference code's 0.5 for net 1 with its
+                                    #   cost without the 1/2 nudges the same)
+    alphas: tuple = (0.2, 0.1)      # learning rate of W_l, b_l, bottom layer first: Table 2's 0.1, 0.05 as
+                                    #   the reference code applies them (its update is divided by its
+                                    #   beta 0.5), in this code's convention
     batch: int = 20                 # minibatch (reference code)
     random_sign: bool = True        # flip the sign of beta at random for every minibatch (paper, 3.3)
     n_free_eval: int = 100          # free iterations from s = 0 when predicting (no persistent particle)
+    t_half: int = 0                 # alphas divided by 1 + t / t_half after t minibatches (0: constant, as
+                                    #   the paper)
     dtype: str = "float32"
 
     def __post_init__(self):
@@ -834,13 +839,19 @@ class EqPropConfig:
         if min(self.n_free, self.n_clamped, self.n_free_eval, self.batch) <= 0:
             raise ValueError(f"n_free={self.n_free}, n_clamped={self.n_clamped}, n_free_eval="
                              f"{self.n_free_eval}, batch={self.batch}: must be positive integers")
+        if self.t_half < 0:
+            raise ValueError(f"t_half={self.t_half}: must be >= 0 (0 keeps the learning rates constant)")
 
 
-# Scellier's Table 2 (b.md 6.2): hidden layers -> (n_free, n_clamped, alphas); epsilon 0.5, beta 1.0.
+# Scellier's Table 2 (b.md 6.2): hidden layers -> (n_free, n_clamped, beta, alphas); epsilon 0.5. Beta
+# and alphas are those of the reference code's runs (train_model.py: beta 0.5 / 1 / 1, alphas as Table 2)
+# in this code's C = 1/2 ||y - d||^2: beta and alphas doubled (see the note above). On MNIST's
+# validation split the 784-500-10 row reaches 2.47 % (epoch 7 of 25; the literal Table 2 alphas 0.1,
+# 0.05: 3.02 %); --set alphas=0.8,0.4 t_half=5000 reaches 2.33 % (epoch 7 of 20).
 EQPROP_TABLE2 = {
-    (500,): dict(n_free=20, n_clamped=4, alphas=(0.1, 0.05)),
-    (500, 500): dict(n_free=100, n_clamped=6, alphas=(0.4, 0.1, 0.01)),
-    (500, 500, 500): dict(n_free=500, n_clamped=8, alphas=(0.128, 0.032, 0.008, 0.002)),
+    (500,): dict(n_free=20, n_clamped=4, beta=1.0, alphas=(0.2, 0.1)),
+    (500, 500): dict(n_free=100, n_clamped=6, beta=2.0, alphas=(0.8, 0.2, 0.02)),
+    (500, 500, 500): dict(n_free=500, n_clamped=8, beta=2.0, alphas=(0.256, 0.064, 0.016, 0.004)),
 }
 
 
@@ -856,7 +867,7 @@ def eqprop_init(cfg, rng):
         r = np.sqrt(6.0 / (n_in + n_out))
         W.append(uniform(rng, r, (n_out, n_in), cfg))
         b.append(np.zeros(n_out, cfg.dtype))
-    return {"W": W, "b": b}
+    return {"W": W, "b": b, "t": 0}                         # t: minibatches seen (for cfg.t_half)
 
 
 def eqprop_zero_state(params, n, dtype="float32"):
@@ -920,14 +931,17 @@ def eqprop_step(params, x, d, s, cfg, rng):
     """One minibatch: free phase from the particles s, weakly clamped phase from its end, update.
 
     Returns (the new free states, to store back as persistent particles; the batch-mean cost at the
-    free fixed point). The sign of beta is drawn at random if cfg.random_sign (paper, section 3.3)."""
+    free fixed point). The sign of beta is drawn at random if cfg.random_sign (paper, section 3.3);
+    the alphas are divided by 1 + t / t_half after t minibatches if cfg.t_half > 0."""
     s_free = relax(params, x, s, cfg.n_free, cfg.epsilon)                      # free phase
     beta = cfg.beta * (rng.choice((-1.0, 1.0)) if cfg.random_sign else 1.0)
     s_clamped = relax(params, x, s_free, cfg.n_clamped, cfg.epsilon, beta, d)  # weakly clamped phase
     dW, db = eqprop_gradient(params, x, s_free, s_clamped, beta)
+    decay = 1.0 / (1.0 + params["t"] / cfg.t_half) if cfg.t_half else 1.0
     for W, b, gW, gb, alpha in zip(params["W"], params["b"], dW, db, cfg.alphas):
-        W += alpha * gW                                      # per-layer learning rates alpha_l
-        b += alpha * gb
+        W += decay * alpha * gW                              # per-layer learning rates alpha_l
+        b += decay * alpha * gb
+    params["t"] += 1
     return s_free, float(np.mean(cost(s_free, d)))
 
 

@@ -191,6 +191,24 @@ def test_eqprop_negative_beta_gives_the_same_gradient_estimate():
     np.testing.assert_allclose(g[0], g[1], rtol=1e-2, atol=1e-6)
 
 
+def test_eqprop_learning_rates_decay_as_one_over_one_plus_t_over_t_half():
+    """After t minibatches the change of every W_l, b_l is the undecayed one / (1 + t / t_half)."""
+    import copy
+    import dataclasses
+    cfg, params, x, d, _ = tiny_eqprop((6, 5, 3), seed=5)
+    cfg = dataclasses.replace(cfg, t_half=4, random_sign=False)
+    s = bl.eqprop_zero_state(params, len(x), np.float64)
+    fresh, later = copy.deepcopy(params), copy.deepcopy(params)
+    later["t"] = 12                                         # alphas / (1 + 12 / 4) = / 4
+    for p in (fresh, later):
+        bl.eqprop_step(p, x, d, s, cfg, np.random.default_rng(0))
+    assert fresh["t"] == 1 and later["t"] == 13
+    for key in ("W", "b"):
+        for p0, p1, p in zip(fresh[key], later[key], params[key]):
+            assert np.abs(p0 - p).max() > 1e-6
+            np.testing.assert_allclose(p1 - p, (p0 - p) / 4, rtol=1e-9, atol=1e-14)
+
+
 # ------------------------------------------------------------------------------------------------
 # Dendritic microcircuit
 
@@ -227,7 +245,7 @@ def test_microcircuit_self_predicting_state_has_silent_apical_dendrites_and_no_u
 def test_microcircuit_interneuron_to_pyramid_rule_descends_the_free_apical_potential():
     """Eq. 9, dW^PI = eta (0 - v_A) r^I^T, is gradient descent on J = 1/2 mean ||v_A||^2 with the
     interneurons' rates fixed: against central finite differences of J, and J falls after the step."""
-    cfg, params, x, y = tiny_microcircuit(eta_PI=0.5)
+    cfg, params, x, _ = tiny_microcircuit(eta_PI=0.5)
     rng = np.random.default_rng(7)
     for W in params["W_IP"]:                                 # leave the self-predicting state
         W += rng.normal(0, 0.5, W.shape)
