@@ -996,10 +996,10 @@ class MicrocircuitConfig:
                                     #   MNIST's validation split (3-epoch grid; the paper's are in its
                                     #   supplement, b.md 7.2). The top two are bounded by the common mode of
                                     #   the rates (all positive, ||r||^2 ~ n/4): near 0.1 one step already
-                                    #   moves the output most of the way to its minibatch's targets, and the
-                                    #   interneurons, which learn at the matching rate, go unstable above
-                                    #   ~0.15. The bottom layer's error passes through two apical stages, so
-                                    #   it takes a larger rate
+                                    #   moves the output most of the way to its minibatch's targets (the
+                                    #   interneurons learn at the matching rate); 0.2 or 0.3 for the middle
+                                    #   layer learned worse in the grid. The bottom layer's error passes
+                                    #   through two apical stages, so it takes a larger rate
     ip_factor: float = 1.0          # eta_IP_k as a multiple of the rate that keeps interneurons tracking
                                     #   W_(k+1) to first order (microcircuit_ip_rates); 0 freezes W^IP
     eta_PI: float = 2.5             # W^PI_k learns at eta_PI / n_(k+1) (Eq. 9; n_(k+1) interneurons of layer
