@@ -649,8 +649,8 @@ def train_kh(args):
 
 def train_eqprop(args):
     """Equilibrium propagation with persistent particles: each training example keeps its free-phase
-    state from one epoch to the next. Defaults: Scellier's Table 2 row for --hidden (500; 500 500;
-    500 500 500). train_error is the online error of those free phases during the epoch (as the
+    state from one epoch to the next. Defaults: the reference code's Table 2 row for --hidden (500;
+    500 500; 500 500 500), converted to the paper's cost C = 1/2 ||y - d||^2 (beta and alphas doubled). train_error is the online error of those free phases during the epoch (as the
     reference code); val and test start from s = 0 and relax for n_free_eval iterations."""
     from tqdm import tqdm
     x, y, x_val, y_val, x_test, y_test, n_out = split(args)
@@ -706,7 +706,8 @@ def train_microcircuit(args):
     u_trgt, r_trgt = baselines.microcircuit_targets(y, n_out, cfg)
     result = new_result("microcircuit", args, config_json(cfg))
     print(f"microcircuit {'-'.join(map(str, cfg.sizes))} on {args.dataset}: {len(x)} train, {len(x_val)} val, "
-          f"{len(x_test)} test; etas {cfg.etas}, batch {cfg.batch}, lambda_out {cfg.lambda_out:.3f}, "
+          f"{len(x_test)} test; etas {cfg.etas}, t_half {cfg.t_half}, B_gain {cfg.B_gain}, batch {cfg.batch}, "
+          f"lambda_out {cfg.lambda_out:.3f}, "
           f"lambda_I {cfg.lambda_I:.3f}, lambda_A {cfg.lambda_A:.3f}")
     with keep_on_interrupt(result):
         for epoch in range(args.epochs):
