@@ -453,13 +453,18 @@ def tp_hidden_errors(params, cache, e, cfg):
 # DTP (Lee 2015): as TP, plus the difference correction h_l - g_(l+1)(h_(l+1)), which cancels the
 # inverse's reconstruction error: if h_hat_(l+1) = h_(l+1), then h_hat_l = h_l exactly.
 
-def dtp_hidden_errors(params, cache, e, cfg):
-    """DTP: h_hat_l = h_l - g_(l+1)(h_(l+1)) + g_(l+1)(h_hat_(l+1)) below the gradient-step target."""
-    h, L = cache["h"], len(params["W"])
-    h_hat = {L - 1: gradient_step_target(params, cache, e, cfg)}
-    for l in range(L - 2, 0, -1):
+def difference_targets(params, h, h_hat, top, cfg):
+    """h_hat_l = h_l - g_(l+1)(h_(l+1)) + g_(l+1)(h_hat_(l+1)) for l = top-1..1, below h_hat[top]."""
+    for l in range(top - 1, 0, -1):
         h_hat[l] = h[l] - g(params, l + 1, h[l + 1], cfg) + g(params, l + 1, h_hat[l + 1], cfg)  # DTP
-    return target_errors(cache, h_hat, e, cfg)
+    return h_hat
+
+
+def dtp_hidden_errors(params, cache, e, cfg):
+    """DTP: difference targets below the gradient-step target h_hat_(L-1)."""
+    L = len(params["W"])
+    h_hat = {L - 1: gradient_step_target(params, cache, e, cfg)}
+    return target_errors(cache, difference_targets(params, cache["h"], h_hat, L - 1, cfg), e, cfg)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -481,11 +486,9 @@ def label_target(cache, e):
 
 def sdtp_hidden_errors(params, cache, e, cfg):
     """SDTP: h_hat_L = t, then h_hat_l = h_l - g_(l+1)(h_(l+1)) + g_(l+1)(h_hat_(l+1)) for l = L-1..1."""
-    h, L = cache["h"], len(params["W"])
+    L = len(params["W"])
     h_hat = {L: label_target(cache, e)}                                            # SDTP: the label
-    for l in range(L - 1, 0, -1):
-        h_hat[l] = h[l] - g(params, l + 1, h[l + 1], cfg) + g(params, l + 1, h_hat[l + 1], cfg)  # DTP
-    return target_errors(cache, h_hat, e, cfg)
+    return target_errors(cache, difference_targets(params, cache["h"], h_hat, L, cfg), e, cfg)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -512,9 +515,7 @@ def aosdtp_hidden_errors(params, cache, e, cfg):
     z = aux_units(params, h[L - 1], cfg)
     h_hat = {L - 1: h[L - 1] - g(params, L, np.hstack([h[L], z]), cfg)
              + g(params, L, np.hstack([label_target(cache, e), z]), cfg)}         # AO: z is its own target
-    for l in range(L - 2, 0, -1):
-        h_hat[l] = h[l] - g(params, l + 1, h[l + 1], cfg) + g(params, l + 1, h_hat[l + 1], cfg)  # DTP
-    return target_errors(cache, h_hat, e, cfg)
+    return target_errors(cache, difference_targets(params, h, h_hat, L - 1, cfg), e, cfg)
 
 
 # ------------------------------------------------------------------------------------------------
