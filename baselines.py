@@ -807,6 +807,17 @@ def kh_predict(S, h):
 # its update (E^beta - E^0) / beta, divided by 0.5, is twice the paper formula's: the published runs are
 # beta = 2 beta_code and alpha = 2 alpha_code here (net 1: beta 1, alphas 0.2, 0.1).
 
+def check_layers(rule, sizes, name, rates, hidden_example, rates_example):
+    """ValueError unless sizes are positive with at least one hidden layer and `rates` holds one positive
+    learning rate per weight layer (EqPropConfig, MicrocircuitConfig)."""
+    if len(sizes) < 3 or any(int(n) != n or n <= 0 for n in sizes):
+        raise ValueError(f"sizes={sizes}: {rule} needs positive layer sizes and at least one hidden layer "
+                         f"(e.g. --hidden {hidden_example})")
+    if len(rates) != len(sizes) - 1 or not all(r > 0 for r in rates):
+        raise ValueError(f"{name}={rates}: give one positive learning rate per weight layer "
+                         f"({len(sizes) - 1} for sizes {sizes}), e.g. --set {name}={rates_example}")
+
+
 @dataclass(frozen=True)
 class EqPropConfig:
     """Equilibrium-propagation network; defaults are Table 2's 784-500-10 row (b.md 6.2)."""
@@ -827,12 +838,7 @@ class EqPropConfig:
     dtype: str = "float32"
 
     def __post_init__(self):
-        if len(self.sizes) < 3 or any(int(n) != n or n <= 0 for n in self.sizes):
-            raise ValueError(f"sizes={self.sizes}: equilibrium propagation needs positive layer sizes and "
-                             "at least one hidden layer (e.g. --hidden 500)")
-        if len(self.alphas) != len(self.sizes) - 1 or not all(a > 0 for a in self.alphas):
-            raise ValueError(f"alphas={self.alphas}: give one positive learning rate per weight layer "
-                             f"({len(self.sizes) - 1} for sizes {self.sizes}), e.g. --set alphas=0.1,0.05")
+        check_layers("equilibrium propagation", self.sizes, "alphas", self.alphas, "500", "0.1,0.05")
         if not 0 < self.epsilon <= 1:
             raise ValueError(f"epsilon={self.epsilon}: the state step must be in (0, 1] (paper 0.5)")
         if self.beta == 0:
@@ -1020,12 +1026,7 @@ class MicrocircuitConfig:
     dtype: str = "float32"
 
     def __post_init__(self):
-        if len(self.sizes) < 3 or any(int(n) != n or n <= 0 for n in self.sizes):
-            raise ValueError(f"sizes={self.sizes}: the microcircuit needs positive layer sizes and at least "
-                             "one hidden layer (e.g. --hidden 500 500)")
-        if len(self.etas) != len(self.sizes) - 1 or not all(e > 0 for e in self.etas):
-            raise ValueError(f"etas={self.etas}: give one positive learning rate per bottom-up weight layer "
-                             f"({len(self.sizes) - 1} for sizes {self.sizes}), e.g. --set etas=0.1,0.1,0.1")
+        check_layers("the microcircuit", self.sizes, "etas", self.etas, "500 500", "0.1,0.1,0.1")
         if min(self.g_lk, self.g_B, self.g_A, self.g_D, self.w_init, self.B_gain) <= 0 or self.g_som < 0:
             raise ValueError(f"conductances g_lk={self.g_lk}, g_B={self.g_B}, g_A={self.g_A}, g_D={self.g_D}, "
                              f"w_init={self.w_init} and B_gain={self.B_gain} must be positive and "
