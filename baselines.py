@@ -820,7 +820,8 @@ def check_layers(rule, sizes, name, rates, hidden_example, rates_example):
 
 @dataclass(frozen=True)
 class EqPropConfig:
-    """Equilibrium-propagation network; defaults are Table 2's 784-500-10 row (b.md 6.2)."""
+    """Equilibrium-propagation network; defaults are Table 2's 784-500-10 row (b.md 6.2) in the paper's
+    cost convention C = 1/2 ||y - d||^2 (the reference code's beta and alphas doubled)."""
     sizes: tuple = (784, 500, 10)   # layer widths, input first
     n_free: int = 20                # free-phase iterations per minibatch (Table 2: 20 / 100 / 500)
     n_clamped: int = 4              # weakly clamped iterations (Table 2: 4 / 6 / 8)
