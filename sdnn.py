@@ -960,18 +960,17 @@ def _phase_kernel(T, lo, hi, WT, b, YT, S, R, x_pre, x_out, n_out_hist, phi_out,
                 for i in range(m):
                     V[i] += dt * (-g_l * V[i] + g_b * (Vb[i] - V[i]) + g_a * (Va[i] - V[i]))   # Eq 14
             if k < L:
-                lo_k, hi_k = lo_a[k], hi_a[k]
-                A1 = Ak[1]
-                if not learn:                                        # plateaus only for learning
-                    pass
-                elif lo_k.shape[0] == 1:                             # synchronous plateaus
-                    if in_win:
+                if learn:                                            # plateaus only for learning
+                    lo_k, hi_k = lo_a[k], hi_a[k]
+                    A1 = Ak[1]
+                    if lo_k.shape[0] == 1:                           # synchronous plateaus
+                        if in_win:
+                            for i in range(m):
+                                A1[i] += Va[i]                       # plateau average (Eq 21)
+                    else:                                            # per-unit plateau windows
                         for i in range(m):
-                            A1[i] += Va[i]                           # plateau average (Eq 21)
-                else:                                                # per-unit plateau windows
-                    for i in range(m):
-                        if lo_k[i] <= t < hi_k[i]:
-                            A1[i] += Va[i]
+                            if lo_k[i] <= t < hi_k[i]:
+                                A1[i] += Va[i]
             else:
                 for i in range(m):
                     I = I_scale * (gE[i] * (E_E - V[i]) + gI[i] * (E_I - V[i]))        # Eq 20

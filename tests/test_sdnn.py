@@ -53,7 +53,6 @@ def test_phase_kernel_equals_numpy_twin(cfg):
     assert st_k.pos == st_n.pos
 
 
-
 @pytest.mark.parametrize("cfg", [SMALL, SMALL_ORIG, replace(SMALL, hidden=(30, 20), etas=(0.2, 0.2, 0.1), g_a=0.0)],
                          ids=["paper", "original_code", "two_hidden_g_a_0"])
 def test_test_phase_kernel_equals_numpy_twin(cfg):
@@ -65,6 +64,7 @@ def test_test_phase_kernel_equals_numpy_twin(cfg):
                             learn=False, window=(cfg.t_settle, 120)) for jit in (True, False)]
         assert r[0]["n_spikes"] == r[1]["n_spikes"]
         np.testing.assert_allclose(r[0]["V"][-1], r[1]["V"][-1], rtol=1e-5, atol=1e-5)
+
 
 def test_rate_kernel_equals_numpy_twin():
     rng = np.random.default_rng(0)
@@ -298,7 +298,6 @@ def test_same_seed_same_result_and_predict_independent_of_threads():
     p1 = sdnn.predict(net, X, cfg, np.random.default_rng(4), n_jobs=1, chunk=5)
     p2 = sdnn.predict(net, X, cfg, np.random.default_rng(4), n_jobs=2, chunk=5)
     assert np.array_equal(p1, p2)
-
 
 
 @pytest.mark.parametrize("cfg", [SMALL, SMALL_ORIG])
