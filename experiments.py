@@ -439,7 +439,8 @@ def study_sdnn_fidelity(args):
                 sdnn.train_epoch(net, state, x[order[done:c]], y[order[done:c]], cfg, rng)
                 done = c
                 idx = rng.choice(len(x_test), 1000, replace=False) if cfg.spiking else np.arange(len(x_test))
-                errs.append(100 * error_rate(sdnn.predict(net, x_test[idx], cfg, rng, os.cpu_count() or 1), y_test[idx]))
+                pred = sdnn.predict(net, x_test[idx], cfg, rng, os.cpu_count() or 1)
+                errs.append(100 * error_rate(pred, y_test[idx]))
                 print(f"{key} seed {seed}: {c} examples, test error {errs[-1]:.2f} %", flush=True)
             part["runs"][str(seed)] = errs
         runs = np.array(list(part["runs"].values()))
@@ -511,10 +512,10 @@ def bench_sdnn(args):
               f"synaptic events / s", flush=True)
         if name in ORIGINAL_CODE_MS:   # spec §5: the original code, one core of this machine kind
             tr, te = ORIGINAL_CODE_MS[name]
-            out[name]["speedup_vs_original"] = [tr / (1e3 * train_s), te / 250 / (1e3 * test_s / cfg.test_ms)]
+            up = [tr / (1e3 * train_s), (te / 250) / (1e3 * test_s / cfg.test_ms)]   # per simulated test ms
+            out[name]["speedup_vs_original"] = up
             print(f"    original code: {tr} ms / train example, {te} ms / 250-ms test example: "
-                  f"x{tr / (1e3 * train_s):.0f} faster training, x{te / 250 / (1e3 * test_s / cfg.test_ms):.0f} "
-                  f"faster per simulated test ms", flush=True)
+                  f"x{up[0]:.0f} faster training, x{up[1]:.0f} faster per simulated test ms", flush=True)
         if name == "784-500-10":   # the NumPy twin in the same minutes: a ratio the VM's speed drift cancels
             n_twin = 2 if args.quick else 10
             twin_s = _median_cpu_per_item(
@@ -650,8 +651,9 @@ def train_kh(args):
 def train_eqprop(args):
     """Equilibrium propagation with persistent particles: each training example keeps its free-phase
     state from one epoch to the next. Defaults: the reference code's Table 2 row for --hidden (500;
-    500 500; 500 500 500), converted to the paper's cost C = 1/2 ||y - d||^2 (beta and alphas doubled). train_error is the online error of those free phases during the epoch (as the
-    reference code); val and test start from s = 0 and relax for n_free_eval iterations."""
+    500 500; 500 500 500), converted to the paper's cost C = 1/2 ||y - d||^2 (beta and alphas doubled).
+    train_error is the online error of those free phases during the epoch (as the reference code); val
+    and test start from s = 0 and relax for n_free_eval iterations."""
     from tqdm import tqdm
     x, y, x_val, y_val, x_test, y_test, n_out = split(args)
     if args.lr is not None:
@@ -707,8 +709,7 @@ def train_microcircuit(args):
     result = new_result("microcircuit", args, config_json(cfg))
     print(f"microcircuit {'-'.join(map(str, cfg.sizes))} on {args.dataset}: {len(x)} train, {len(x_val)} val, "
           f"{len(x_test)} test; etas {cfg.etas}, t_half {cfg.t_half}, B_gain {cfg.B_gain}, batch {cfg.batch}, "
-          f"lambda_out {cfg.lambda_out:.3f}, "
-          f"lambda_I {cfg.lambda_I:.3f}, lambda_A {cfg.lambda_A:.3f}")
+          f"lambda_out {cfg.lambda_out:.3f}, lambda_I {cfg.lambda_I:.3f}, lambda_A {cfg.lambda_A:.3f}")
     with keep_on_interrupt(result):
         for epoch in range(args.epochs):
             start, perm = time.perf_counter(), rng.permutation(len(x))
@@ -796,8 +797,9 @@ def parse(argv=None):
     p.add_argument("--phase-steps", type=int, help="tp family: minibatches per alternating phase (default: "
                    "one epoch)")
     p.add_argument("--n-aux", type=int, help="aosdtp: auxiliary random output units (default 512)")
-    p.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="sdnn, kh, eqprop, microcircuit: set a field of the "
-                   "rule's config, e.g. --set k=7 Delta=0.4 (sdnn.Config, baselines.KHConfig, EqPropConfig, MicrocircuitConfig)")
+    p.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="sdnn, kh, eqprop, microcircuit: set a field "
+                   "of the rule's config, e.g. --set k=7 Delta=0.4 (sdnn.Config, baselines.KHConfig, "
+                   "EqPropConfig, MicrocircuitConfig)")
     p.add_argument("--synapses", help="kh: start from the synapses W of this .npz (saved by --train kh); "
                    "with --set epochs_unsup=0 only the top layer learns")
     p.add_argument("--limit", type=int, help="use only the first N training examples")
