@@ -11,6 +11,7 @@ in datasets.py; this file owns printing, timing, saving and plotting.
 """
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import sys
@@ -460,7 +461,7 @@ def _median_cpu_per_item(run, start, stop, chunks=10):
     a burst of load from other processes on the machine slows a few chunks, not the median."""
     edges = np.linspace(start, stop, chunks + 1).astype(int)
     per_item = []
-    for a, b in zip(edges[:-1], edges[1:]):
+    for a, b in itertools.pairwise(edges):
         t = time.process_time()
         run(a, b)
         per_item.append((time.process_time() - t) / (b - a))
@@ -494,16 +495,16 @@ def bench_sdnn(args):
         state = sdnn.init_state(net)
         y = mnist_y if X is mnist else rng.integers(0, 10, len(X))     # random labels change the spike counts
         sdnn.train_epoch(net, state, X[:20], y[:20], cfg, rng)           # compile, leave the initial transient
-        spikes = []
+        counts = []   # the lambdas below run at once, inside this iteration
         train_s = _median_cpu_per_item(
-            lambda a, b: spikes.append(sdnn.train_epoch(net, state, X[a:b], y[a:b], cfg, rng)["n_spikes"]),
+            lambda a, b: counts.append(sdnn.train_epoch(net, state, X[a:b], y[a:b], cfg, rng)["n_spikes"]),  # noqa: B023
             20, 20 + n_train)
         sizes = (X.shape[1],) + hidden + (10,)
         fan_out = list(sizes[1:]) + [sum(hidden)]                       # input, hidden..., output (apical)
-        spikes = np.sum(spikes, axis=0) / n_train
+        spikes = np.sum(counts, axis=0) / n_train
         events = float(np.dot(spikes, fan_out))
-        test_s = _median_cpu_per_item(lambda a, b: [sdnn.test_example(net, x, cfg, rng) for x in X[a:b]],
-                                      0, n_test)
+        test_s = _median_cpu_per_item(
+            lambda a, b: [sdnn.test_example(net, x, cfg, rng) for x in X[a:b]], 0, n_test)  # noqa: B023
         out[name] = {"ms_per_train_example": 1e3 * train_s, "ms_per_test_example": 1e3 * test_s,
                      "train_examples_per_s": 1 / train_s, "synaptic_events_per_s": events / train_s,
                      "spikes_per_train_example": spikes.tolist()}
@@ -519,7 +520,8 @@ def bench_sdnn(args):
         if name == "784-500-10":   # the NumPy twin in the same minutes: a ratio the VM's speed drift cancels
             n_twin = 2 if args.quick else 10
             twin_s = _median_cpu_per_item(
-                lambda a, b: sdnn.train_epoch(net, state, X[a:b], y[a:b], cfg, rng, jit=False), 0, n_twin, 2)
+                lambda a, b: sdnn.train_epoch(net, state, X[a:b], y[a:b], cfg, rng, jit=False),  # noqa: B023
+                0, n_twin, 2)
             out[name]["numpy_twin_ms_per_train_example"] = 1e3 * twin_s
             print(f"    NumPy twin (same maths, per-step NumPy like the original code): {1e3 * twin_s:.1f} ms / "
                   f"train example, x{twin_s / train_s:.0f} the Numba kernel", flush=True)
@@ -598,6 +600,7 @@ def train_kh(args):
     those of the top-layer stage. The synapses are saved next to the JSON (.npz) for --fig kh-fields
     and --synapses (tuning the top layer without relearning them)."""
     import dataclasses
+
     from tqdm import tqdm
     x, y, x_val, y_val, x_test, y_test, n_out = split(args)
     if len(args.hidden) != 1:
