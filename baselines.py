@@ -818,6 +818,14 @@ def check_layers(rule, sizes, name, rates, hidden_example, rates_example):
                          f"({len(sizes) - 1} for sizes {sizes}), e.g. --set {name}={rates_example}")
 
 
+def next_decay(params, t_half):
+    """1 / (1 + t / t_half) for the minibatch about to be learned, t = params["t"] minibatches so far
+    (1 when t_half = 0); counts the minibatch. EqProp and the microcircuit anneal their rates with it."""
+    decay = 1.0 / (1.0 + params["t"] / t_half) if t_half else 1.0
+    params["t"] += 1
+    return decay
+
+
 @dataclass(frozen=True)
 class EqPropConfig:
     """Equilibrium-propagation network; defaults are Table 2's 784-500-10 row (b.md 6.2) in the paper's
@@ -946,11 +954,10 @@ def eqprop_step(params, x, d, s, cfg, rng):
     beta = cfg.beta * (rng.choice((-1.0, 1.0)) if cfg.random_sign else 1.0)
     s_clamped = relax(params, x, s_free, cfg.n_clamped, cfg.epsilon, beta, d)  # weakly clamped phase
     dW, db = eqprop_gradient(params, x, s_free, s_clamped, beta)
-    decay = 1.0 / (1.0 + params["t"] / cfg.t_half) if cfg.t_half else 1.0
+    decay = next_decay(params, cfg.t_half)
     for W, b, gW, gb, alpha in zip(params["W"], params["b"], dW, db, cfg.alphas):
         W += decay * alpha * gW                              # per-layer learning rates alpha_l
         b += decay * alpha * gb
-    params["t"] += 1
     return s_free, float(np.mean(cost(s_free, d)))
 
 
@@ -1168,12 +1175,11 @@ def microcircuit_step(params, x, u_trgt, r_trgt, cfg):
     fwd = microcircuit_forward(params, x, cfg)
     teach = microcircuit_teach(params, fwd, u_trgt, cfg)
     upd = microcircuit_updates(params, fwd, teach, cfg)
-    decay = 1.0 / (1.0 + params["t"] / cfg.t_half) if cfg.t_half else 1.0
+    decay = next_decay(params, cfg.t_half)
     for key in ("W", "b", "W_IP", "c_IP", "W_PI"):
         for p, d in zip(params[key], upd[key]):
             if d is not None:
-                p += (decay * d).astype(p.dtype)
-    params["t"] += 1
+                p += decay * d
     return float(0.5 * np.mean(np.sum((fwd["r"][-1] - r_trgt) ** 2, axis=1)))
 
 
