@@ -142,7 +142,7 @@ def baseline_config(args, n_in, n_out, n_train):
     if getattr(args, "phase_steps", None) is None and rule is not None and rule.extra_update is not None:
         # alternating schedule: one phase = one epoch
         given["phase_steps"] = -(-n_train // given.get("batch", baselines.Config.batch))
-    return baselines.Config(sizes=(n_in, *args.hidden, n_out), **given)
+    return rule_config(baselines.Config, args, sizes=(n_in, *args.hidden, n_out), **given)   # then --set
 
 
 def train_baseline(args):
@@ -800,9 +800,9 @@ def parse(argv=None):
     p.add_argument("--phase-steps", type=int, help="tp family: minibatches per alternating phase (default: "
                    "one epoch)")
     p.add_argument("--n-aux", type=int, help="aosdtp: auxiliary random output units (default 512)")
-    p.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="sdnn, kh, eqprop, microcircuit: set a field "
-                   "of the rule's config, e.g. --set k=7 Delta=0.4 (sdnn.Config, baselines.KHConfig, "
-                   "EqPropConfig, MicrocircuitConfig)")
+    p.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="set a field of the rule's config, e.g. "
+                   "--set beta2=0.99 eps=1e-4 (baselines.Config, sdnn.Config, KHConfig, EqPropConfig, "
+                   "MicrocircuitConfig)")
     p.add_argument("--synapses", help="kh: start from the synapses W of this .npz (saved by --train kh); "
                    "with --set epochs_unsup=0 only the top layer learns")
     p.add_argument("--limit", type=int, help="use only the first N training examples")
