@@ -18,7 +18,7 @@ back to the hidden layers. Reading two rules side by side shows that one place.
 Notation follows baselines.md section 1: a_l = h_(l-1) W_l^T + b_l, h_l = f(a_l), output y = h_L,
 e = dLoss/da_L, and every rule updates dW_l = delta_l^T h_(l-1), db_l = sum of delta_l over the batch.
 The target-propagation rules (section 4 of baselines.md) fit the same mould: their delta_l is the gradient
-of the local loss 1/2 ||h_l - h_hat_l||^2 with respect to a_l, and they also train inverses g_l.
+of the local loss ||h_l - h_hat_l||^2 with respect to a_l, and they also train inverses g_l.
 Equation tags "(b.md 4.1)" point to the section of baselines.md that states the equation and its source.
 
 Arrays are batch-first rows: x (B, n_in), h_l (B, n_l), delta_l (B, n_l). Weights W_l are (n_l, n_(l-1)),
@@ -58,7 +58,12 @@ class Config:
     sigma: float = 0.3598           # std of the noise added to h_(l-1) when training g_l; Lee's code
                                     #   0.3598; Bartunov searched [0.01, 0.3]
     lr_inv: float = 1e-4            # learning rate of the inverses g_l (same optimizer as the forward
-                                    #   weights); Lee RMSprop 5.011e-3; Bartunov Adam range [1e-5, 3e-4]
+                                    #   weights); Lee RMSprop 5.011e-3; Bartunov Adam, Table 4 range
+                                    #   [1e-5, 3e-4], but Table 5's best MNIST-FC values are 7.7e-4 to
+                                    #   9.6e-3 (SDTP alternating: 9.572e-3)
+    beta2_inv: float = 0.999        # the inverses' own Adam beta2 and eps: Bartunov's Table 4 searches them
+    eps_inv: float = 1e-8           #   apart from the forward beta2 and eps (Table 5, SDTP alternating on
+                                    #   MNIST-FC: forward 0.95 / 1e-4, inverse 0.95 / 1e-3)
     schedule: str = "alternating"   # alternating: a phase of inverse steps, then one of forward steps
                                     #   (Lee's schedule); parallel: both on every minibatch (Bartunov)
     phase_steps: int = 500          # minibatches per phase of the alternating schedule; 500 = one epoch
@@ -89,6 +94,9 @@ class Config:
         if not self.alpha > 0 or not self.lr_inv > 0:
             raise ValueError(f"alpha={self.alpha}, lr_inv={self.lr_inv}: the top-target step alpha and "
                              "the inverse learning rate lr_inv must be positive (e.g. --alpha 0.1)")
+        if not 0 <= self.beta2_inv < 1 or not self.eps_inv > 0:
+            raise ValueError(f"beta2_inv={self.beta2_inv}, eps_inv={self.eps_inv}: the inverses' Adam beta2 "
+                             "must be in [0, 1) and eps positive (e.g. --set beta2_inv=0.95 eps_inv=1e-3)")
         if not self.sigma >= 0:
             raise ValueError(f"sigma={self.sigma}: the inverse-training noise std must be >= 0")
         if self.schedule not in ("alternating", "parallel"):
@@ -335,8 +343,10 @@ def sign_hidden_errors(params, cache, e, cfg):
 
 # ------------------------------------------------------------------------------------------------
 # Target propagation, shared pieces (b.md 4.1). Layer l < L gets a target h_hat_l and learns from its local
-# loss 1/2 ||h_l - h_hat_l||^2, whose gradient with respect to a_l is delta_l = (h_l - h_hat_l) * f'(a_l):
-# only targets cross layers, never gradients. Targets travel down through learned approximate inverses
+# loss ||h_l - h_hat_l||^2, whose gradient with respect to a_l is delta_l = 2 (h_l - h_hat_l) * f'(a_l):
+# only targets cross layers, never gradients. The local and inverse losses are squared norms without a 1/2,
+# as in Bartunov's Algorithm 1 and Lee's code (`mse`: sum over units, mean over the batch); with Adam the
+# factor 2 only matters through eps, which Bartunov set as large as 1e-4 (forward) and 1e-3 (inverse). Targets travel down through learned approximate inverses
 #   g_l(h_l) = f(h_l V_l^T + c_l) ~ h_(l-1),   V_l (n_(l-1), n_l), c_l (n_(l-1),),   keyed by l,
 # trained on their own loss (inverse_loss) with their own optimizer state, on the schedule `phases`.
 
@@ -376,35 +386,37 @@ def layer(params, l, h_prev, cfg):
 
 
 def target_errors(cache, h_hat, e, cfg):
-    """delta_l = (h_l - h_hat_l) * f'(a_l) / B for l = 1..L-1 (local losses, batch mean); delta_L = e."""
+    """delta_l = 2 (h_l - h_hat_l) * f'(a_l) / B for l = 1..L-1: the gradient of the batch mean of the local
+    losses ||h_l - h_hat_l||^2 (b.md 4.1); delta_L = e."""
     h = cache["h"]
-    return [(h[l] - h_hat[l]) * dact(cfg.activation, h[l]) / len(e) for l in range(1, len(h) - 1)] + [e]
+    return [2 * (h[l] - h_hat[l]) * dact(cfg.activation, h[l]) / len(e) for l in range(1, len(h) - 1)] + [e]
 
 
 def inverse_loss(params, l, h_prev, eps, cfg, denoise):
     """Inverse loss of g_l on one batch, and its gradient with respect to V_l and c_l (b.md 4.1).
 
-    noise-preserving (Lee 2015):   1/2 ||h~ - g_l(f_l(h~))||^2,  h~ = h_(l-1) + eps
-    denoising (Bartunov 2018):     1/2 ||h  - g_l(f_l(h~))||^2
+    noise-preserving (Lee 2015):   ||h~ - g_l(f_l(h~))||^2,  h~ = h_(l-1) + eps
+    denoising (Bartunov 2018):     ||h  - g_l(f_l(h~))||^2
     Batch mean; f_l is held fixed. Returns (loss, dV like V_l, dc like c_l).
     """
     h_tilde = h_prev + eps
     u = layer(params, l, h_tilde, cfg)                       # (B, n_l)      f_l(h~_(l-1))
     r = g(params, l, u, cfg)                                 # (B, n_(l-1))  g_l(f_l(h~_(l-1)))
     diff = r - (h_prev if denoise else h_tilde)
-    d = diff * dact(cfg.activation, r) / len(r)              # dL_inv / d(input of g_l's units)
-    return float(0.5 * np.mean(np.sum(diff * diff, axis=1))), d.T @ u, d.sum(axis=0)
+    d = 2 * diff * dact(cfg.activation, r) / len(r)          # dL_inv / d(input of g_l's units)
+    return float(np.mean(np.sum(diff * diff, axis=1))), d.T @ u, d.sum(axis=0)
 
 
 def train_inverses(params, opt, cache, cfg, denoise):
-    """One optimizer step (learning rate lr_inv) on every g_l, with fresh noise eps ~ N(0, sigma^2)."""
+    """One optimizer step (lr_inv, beta2_inv, eps_inv) on every g_l, with fresh noise eps ~ N(0, sigma^2)."""
     h, grads = cache["h"], {"W": [], "b": []}
     for l in params["V"]:
         eps = cfg.sigma * opt["rng"].standard_normal(h[l - 1].shape, dtype=cfg.dtype)
         _, dV, dc = inverse_loss(params, l, h[l - 1], eps, cfg, denoise)
         grads["W"].append(dV)
         grads["b"].append(dc)
-    update(inverses(params), grads, opt["inv"], replace(cfg, lr=cfg.lr_inv))
+    inverse_cfg = replace(cfg, lr=cfg.lr_inv, beta2=cfg.beta2_inv, eps=cfg.eps_inv)
+    update(inverses(params), grads, opt["inv"], inverse_cfg)
 
 
 def train_noisy_inverses(params, opt, cache, cfg):

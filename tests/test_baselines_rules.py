@@ -166,7 +166,7 @@ def test_target_rules_match_per_example_twin(rule):
     h_hat = twin_targets(rule, params, cache, t, cfg)
     assert len(deltas) == len(cfg.sizes) - 1
     for l in range(1, len(cfg.sizes) - 1):
-        want = (cache["h"][l] - h_hat[l]) * (1 - cache["h"][l] ** 2) / len(x)   # d(1/2||h - h_hat||^2)/da
+        want = 2 * (cache["h"][l] - h_hat[l]) * (1 - cache["h"][l] ** 2) / len(x)   # d||h - h_hat||^2/da
         np.testing.assert_allclose(deltas[l - 1], want, rtol=1e-10, atol=1e-14)
     np.testing.assert_array_equal(deltas[-1], e)
 
@@ -184,11 +184,55 @@ def test_difference_correction_gives_target_equal_activation_when_output_target_
     assert np.abs(tp[0]).max() > 1e-3
 
 
-def test_dtp_top_hidden_update_is_alpha_times_backprop():
+def test_dtp_top_hidden_update_is_two_alpha_times_backprop():
+    # h_hat = h - alpha dL/dh, so d||h - h_hat||^2/da = 2 alpha (dL/dh) f'(a) = 2 alpha delta_bp
     cfg, params, _, x, t = tiny("dtp")
     _, _, dtp = errors("dtp", cfg, params, x, t)
     _, _, bp = errors("bp", cfg, params, x, t)
-    np.testing.assert_allclose(dtp[-2], cfg.alpha * bp[-2], rtol=1e-12)
+    np.testing.assert_allclose(dtp[-2], 2 * cfg.alpha * bp[-2], rtol=1e-12)
+
+
+@pytest.mark.parametrize("denoise", [False, True])
+def test_inverse_loss_is_the_batch_mean_of_squared_norms_without_a_half(denoise):
+    # Bartunov's Algorithm 1 and Lee's `mse`: ||h - g(f(h~))||^2 summed over units, averaged over the batch;
+    # the twin loops over examples with column vectors
+    cfg, params, _, x, _ = tiny("sdtp")
+    h, l = bl.forward(params, x, cfg)["h"], 4
+    eps = 0.2 * np.random.default_rng(3).normal(size=h[l - 1].shape)
+    W, b, V, c = params["W"][l - 1], params["b"][l - 1], params["V"][l], params["c"][l]
+    want = 0.0
+    for hi, ei in zip(h[l - 1], eps):
+        a = W @ (hi + ei) + b
+        u = np.exp(a - a.max()) / np.exp(a - a.max()).sum()        # the softmax output layer
+        r = np.tanh(V @ u + c)
+        want += np.sum(((hi if denoise else hi + ei) - r) ** 2) / len(x)
+    assert bl.inverse_loss(params, l, h[l - 1], eps, cfg, denoise)[0] == pytest.approx(want, rel=1e-12)
+
+
+def test_inverses_use_their_own_adam_beta2_and_eps():
+    # two inverse steps (sigma = 0, same batch) against Adam written out with beta2_inv and eps_inv; eps_inv
+    # = 0.5 is large enough that the forward eps could not give the same step. The forward weights stay.
+    cfg, params, opt, x, t = tiny("sdtp", sigma=0.0, lr_inv=0.01, beta2=0.999, eps=1e-8,
+                                  beta2_inv=0.9, eps_inv=0.5, phase_steps=10)
+    V, c = params["V"][3].copy(), params["c"][3].copy()
+    W = [w.copy() for w in params["W"]]
+    m, v = [np.zeros_like(V), np.zeros_like(c)], [np.zeros_like(V), np.zeros_like(c)]
+    for k in (1, 2):
+        h = bl.forward(params, x, cfg)["h"]
+        saved = params["V"][3].copy(), params["c"][3].copy()
+        params["V"][3][:], params["c"][3][:] = V, c
+        _, dV, dc = bl.inverse_loss(params, 3, h[2], np.zeros_like(h[2]), cfg, True)
+        params["V"][3][:], params["c"][3][:] = saved
+        new = []
+        for i, (p, grad) in enumerate(((V, dV), (c, dc))):
+            m[i] = 0.9 * m[i] + 0.1 * grad
+            v[i] = 0.9 * v[i] + 0.1 * grad ** 2
+            new.append(p - 0.01 * (m[i] / (1 - 0.9 ** k)) / (np.sqrt(v[i] / (1 - 0.9 ** k)) + 0.5))
+        V, c = new
+        bl.step("sdtp", params, opt, x, t, cfg)
+    np.testing.assert_allclose(params["V"][3], V, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(params["c"][3], c, rtol=1e-12, atol=1e-15)
+    assert all(np.array_equal(a, b) for a, b in zip(W, params["W"]))
 
 
 def numeric_inverse_grads(params, l, h_prev, eps, cfg, denoise, step=1e-6):
@@ -277,7 +321,8 @@ def test_target_rules_need_a_hidden_layer_and_a_usable_output_target():
 
 
 @pytest.mark.parametrize("field,value", [("schedule", "sometimes"), ("sigma", -0.1), ("lr_inv", 0.0),
-                                         ("alpha", 0.0), ("phase_steps", 0), ("n_aux", -1)])
+                                         ("alpha", 0.0), ("phase_steps", 0), ("n_aux", -1),
+                                         ("beta2_inv", 1.0), ("eps_inv", 0.0)])
 def test_bad_rule_settings_name_the_field(field, value):
     with pytest.raises(ValueError) as err:
         bl.Config(**{field: value})
