@@ -67,7 +67,9 @@ class Config:
     schedule: str = "alternating"   # alternating: a phase of inverse steps, then one of forward steps
                                     #   (Lee's schedule); parallel: both on every minibatch (Bartunov)
     phase_steps: int = 500          # minibatches per phase of the alternating schedule; 500 = one epoch
-                                    #   of 50,000 MNIST images at batch 100 (one epoch each, Lee/Bartunov)
+                                    #   of 50,000 MNIST images at batch 100 (one epoch each, Lee/Bartunov).
+                                    #   Lee's conti_dtp.py counts an inverse pass plus a forward pass as
+                                    #   one of its 100 epochs; Bartunov does not say how they counted
     n_aux: int = 512                # auxiliary random output units of aosdtp; Bartunov 2018
 
     def __post_init__(self):
