@@ -348,7 +348,8 @@ def sign_hidden_errors(params, cache, e, cfg):
 # loss ||h_l - h_hat_l||^2, whose gradient with respect to a_l is delta_l = 2 (h_l - h_hat_l) * f'(a_l):
 # only targets cross layers, never gradients. The local and inverse losses are squared norms without a 1/2,
 # as in Bartunov's Algorithm 1 and Lee's code (`mse`: sum over units, mean over the batch); with Adam the
-# factor 2 only matters through eps, which Bartunov set as large as 1e-4 (forward) and 1e-3 (inverse). Targets travel down through learned approximate inverses
+# factor 2 only matters through eps, which Bartunov set as large as 1e-4 (forward) and 1e-3 (inverse).
+# Targets travel down through learned approximate inverses
 #   g_l(h_l) = f(h_l V_l^T + c_l) ~ h_(l-1),   V_l (n_(l-1), n_l), c_l (n_(l-1),),   keyed by l,
 # trained on their own loss (inverse_loss) with their own optimizer state, on the schedule `phases`.
 
