@@ -78,6 +78,17 @@ def test_sdnn_settings_from_the_command_line_keep_the_preset():
         experiments.sdnn_config(experiments.parse(["--train", "sdnn", "--set", "g_q=1"]))
 
 
+def test_baseline_settings_from_the_command_line_reach_the_config():
+    import experiments
+    args = experiments.parse(["--train", "sdtp", "--hidden", "8", "8", "--lr-inv", "3e-5",
+                              "--set", "beta2=0.99", "eps_inv=1e-3"])
+    cfg = experiments.baseline_config(args, 64, 10, 1000)
+    assert (cfg.sizes, cfg.lr_inv, cfg.beta2, cfg.eps_inv) == ((64, 8, 8, 10), 3e-5, 0.99, 1e-3)
+    assert cfg.phase_steps == 10                       # one alternating phase = one epoch of 1000 at batch 100
+    with pytest.raises(ValueError, match="--set beta=0.9: expected KEY=VALUE with KEY one of .*beta2"):
+        experiments.baseline_config(experiments.parse(["--train", "bp", "--set", "beta=0.9"]), 64, 10, 1000)
+
+
 def test_interrupt_keeps_the_epochs_already_computed():
     import experiments
     result = {"epochs": 2, "test_error": [0.5, 0.4]}
