@@ -308,7 +308,8 @@ def train_sdnn(args):
             perm = rng.permutation(len(x))
             with tqdm(total=len(x), desc=f"epoch {epoch + 1}/{args.epochs}", leave=False,
                       disable=args.quiet) as bar:
-                r = sdnn.train_epoch(net, state, x[perm], y[perm], cfg, rng, progress=bar.update)
+                r = sdnn.train_epoch(net, state, x[perm], y[perm], sdnn.epoch_etas(cfg, epoch), rng,
+                                     progress=bar.update)
             seconds = time.perf_counter() - start
             result["mean_angle_deg"].append(float(np.nanmean(r["angle"])) if np.isfinite(r["angle"]).any() else None)
             result["mean_L0"].append(float(np.mean(r["L0"])))

@@ -76,6 +76,7 @@ class Config:
     plateau_max: int = 5              # steps, largest plateau offset before the phase end; Methods
     # learning
     etas: tuple = (0.21, 0.21)        # learning rates (first hidden, ..., output); Methods, spec §1.17
+    eta_decay: float = 1.0            # factor on etas after each epoch (epoch_etas); the paper: 1 (constant)
     # initialisation (the code's init_weights with use_weight_optimization; spec §1.13)
     V_avg: float = 3.0                # target mean dendritic voltage
     V_sd: float = 3.0                 # target SD of dendritic voltage (3 +- 3*3 spans -6..12; Methods)
@@ -105,6 +106,8 @@ class Config:
                         f"(use with_hidden(cfg, hidden), which takes PAPER_ETAS)")
         if any(e < 0 for e in self.etas):
             bad("etas", "learning rates must be >= 0")
+        if not 0 < self.eta_decay <= 1:
+            bad("eta_decay", "must be in (0, 1]: the factor on the learning rates after each epoch")
         for name, allowed in (("psp", ("exact", "truncated10")), ("window", ("after_settle", "last20")),
                               ("teach_scale", ("unscaled", "literal")), ("phase_round", ("floor", "round"))):
             if getattr(self, name) not in allowed:
@@ -154,6 +157,11 @@ def with_hidden(cfg, hidden):
     if hidden not in PAPER_ETAS:
         raise ValueError(f"no paper learning rates for hidden={hidden}; use replace(cfg, hidden=..., etas=...)")
     return replace(cfg, hidden=hidden, etas=PAPER_ETAS[hidden])
+
+
+def epoch_etas(cfg, epoch):
+    """cfg with the learning rates of epoch `epoch` (0 = first): etas * eta_decay**epoch."""
+    return replace(cfg, etas=tuple(eta * cfg.eta_decay ** epoch for eta in cfg.etas))
 
 
 PAPER = Config()
