@@ -348,6 +348,9 @@ def test_config_derived_constants_and_presets():
     assert set(sdnn.PRESETS) == {"paper", "rate", "original_code"}
     assert sdnn.ORIGINAL_CODE.psp == "truncated10" and sdnn.ORIGINAL_CODE.test_ms == 250
     assert sdnn.with_hidden(c, (500, 100)).etas == (0.23, 0.23, 0.12)
+    assert sdnn.epoch_etas(c, 3).etas == c.etas                 # the paper's rates stay constant
+    decayed = replace(c, etas=(0.84, 0.0525), eta_decay=0.5)
+    assert sdnn.epoch_etas(decayed, 2).etas == pytest.approx((0.21, 0.013125))   # 0.84 / 4, 0.0525 / 4
 
 
 @pytest.mark.parametrize("change,field", [
@@ -355,6 +358,7 @@ def test_config_derived_constants_and_presets():
     ({"test_ms": 30}, "test_ms"), ({"etas": (0.2,)}, "etas"), ({"psp": "gauss"}, "psp"),
     ({"window": "last30"}, "window"), ({"sparse_feedback": 1.0}, "sparse_feedback"),
     ({"hidden": (500, 0), "etas": (1, 1, 1)}, "hidden"), ({"tau_s": 10.0}, "tau_s"),
+    ({"eta_decay": 0.0}, "eta_decay"), ({"eta_decay": 1.5}, "eta_decay"),
 ])
 def test_config_validation_names_the_field(change, field):
     with pytest.raises(ValueError, match=f"Config.{field}"):
