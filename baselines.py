@@ -51,6 +51,8 @@ class Config:
     beta1: float = 0.9              # first-moment decay (adam)
     beta2: float = 0.999            # second-moment decay (adam); squared-gradient decay (rmsprop)
     eps: float = 1e-8               # denominator guard (adam, rmsprop)
+    t_half: int = 0                 # lr divided by 1 + (t - 1) / t_half at optimizer step t (0: constant, as
+                                    #   in Bartunov's and Lee's runs); the same decay as EqProp's
     dtype: str = "float32"          # float32 for training, float64 for gradient checks
     # Target-propagation family only (tp, dtp, sdtp, aosdtp); baselines.md 4.1-4.2.
     alpha: float = 0.3277           # step size of the top target h_L-1 - alpha dL/dh_L-1 (tp, dtp); Lee's
@@ -91,6 +93,8 @@ class Config:
             raise ValueError(f"lr={self.lr}: the learning rate must be positive (e.g. --lr 1e-3)")
         if int(self.batch) != self.batch or self.batch <= 0:
             raise ValueError(f"batch={self.batch}: the minibatch size must be a positive integer")
+        if int(self.t_half) != self.t_half or self.t_half < 0:
+            raise ValueError(f"t_half={self.t_half}: must be an integer >= 0 (0 keeps the learning rate constant)")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype={self.dtype!r}: choose 'float32' or 'float64'")
         if not self.alpha > 0 or not self.lr_inv > 0:
@@ -224,14 +228,15 @@ def update(params, grads, opt, cfg):
     on a 784-500-10 MLP the textbook expressions made the update 65 % of a training step."""
     opt["t"] += 1
     t = opt["t"]
+    lr = cfg.lr / (1.0 + (t - 1) / cfg.t_half) if cfg.t_half else cfg.lr
     for k in ("W", "b"):
         for p, g, m, v, s in zip(params[k], grads[k], opt["m"][k], opt["v"][k], opt["s"][k]):
             if cfg.optimizer == "sgd":                        # p <- p - lr g
-                np.multiply(g, cfg.lr, out=s)
+                np.multiply(g, lr, out=s)
                 p -= s
             elif cfg.optimizer == "momentum":                 # heavy ball: m <- mu m - lr g; p <- p + m
                 m *= cfg.momentum
-                np.multiply(g, cfg.lr, out=s)
+                np.multiply(g, lr, out=s)
                 m -= s
                 p += m
             elif cfg.optimizer == "rmsprop":                  # Tieleman & Hinton (2012)
@@ -242,7 +247,7 @@ def update(params, grads, opt, cfg):
                 np.sqrt(v, out=s)                             # p <- p - lr g / (sqrt(v) + eps)
                 s += cfg.eps
                 np.divide(g, s, out=s)
-                s *= cfg.lr
+                s *= lr
                 p -= s
             else:                                             # adam, Kingma & Ba (2015), Algorithm 1
                 m *= cfg.beta1                                # m <- b1 m + (1 - b1) g
@@ -258,7 +263,7 @@ def update(params, grads, opt, cfg):
                 np.sqrt(v, out=s)
                 s += cfg.eps * c
                 np.divide(m, s, out=s)
-                s *= cfg.lr * c / (1 - cfg.beta1 ** t)
+                s *= lr * c / (1 - cfg.beta1 ** t)
                 p -= s
 
 

@@ -70,6 +70,8 @@ def test_optimizers_match_hand_computed_steps():
     m = 0.1 * (0.9 * g1 + g2) / (1 - 0.9 ** 2)
     v = 0.001 * (0.999 * g1 ** 2 + g2 ** 2) / (1 - 0.999 ** 2)
     assert one_param_step("adam", [g1, g2], lr=lr) == pytest.approx(-lr - lr * m / (np.sqrt(v) + 1e-8))
+    # t_half: step t uses lr / (1 + (t - 1) / t_half): lr, then lr / 1.5 at t_half = 2
+    assert one_param_step("sgd", [g1, g2, g1], lr=lr, t_half=2) == pytest.approx(-lr * (g1 + g2 / 1.5 + g1 / 2))
 
 
 @pytest.mark.parametrize("field,value,words", [
@@ -78,6 +80,7 @@ def test_optimizers_match_hand_computed_steps():
     ("sizes", (784, 0, 10), "positive integer"),
     ("sizes", (784, -5, 10), "positive integer"),
     ("batch", 0, "minibatch size"),
+    ("t_half", -1, "learning rate constant"),
     ("activation", "gelu", "choose one of"),
     ("optimizer", "lbfgs", "choose one of"),
     ("output", "linear", "does not go with loss"),
