@@ -52,7 +52,7 @@ class Config:
     beta2: float = 0.999            # second-moment decay (adam); squared-gradient decay (rmsprop)
     eps: float = 1e-8               # denominator guard (adam, rmsprop)
     t_half: int = 0                 # lr divided by 1 + (t - 1) / t_half at optimizer step t (0: constant, as
-                                    #   in Bartunov's and Lee's runs); the same decay as EqProp's
+                                    #   in Bartunov's and Lee's runs); next_decay, as EqProp's
     dtype: str = "float32"          # float32 for training, float64 for gradient checks
     # Target-propagation family only (tp, dtp, sdtp, aosdtp); baselines.md 4.1-4.2.
     alpha: float = 0.3277           # step size of the top target h_L-1 - alpha dL/dh_L-1 (tp, dtp); Lee's
@@ -226,9 +226,8 @@ def update(params, grads, opt, cfg):
 
     The arithmetic goes through the scratch buffer s (`out=`), so that a step allocates no temporaries:
     on a 784-500-10 MLP the textbook expressions made the update 65 % of a training step."""
-    opt["t"] += 1
+    lr = cfg.lr * next_decay(opt, cfg.t_half)                # counts the step in opt["t"]
     t = opt["t"]
-    lr = cfg.lr / (1.0 + (t - 1) / cfg.t_half) if cfg.t_half else cfg.lr
     for k in ("W", "b"):
         for p, g, m, v, s in zip(params[k], grads[k], opt["m"][k], opt["v"][k], opt["s"][k]):
             if cfg.optimizer == "sgd":                        # p <- p - lr g
@@ -840,7 +839,8 @@ def check_layers(rule, sizes, name, rates, hidden_example, rates_example):
 
 def next_decay(params, t_half):
     """1 / (1 + t / t_half) for the minibatch about to be learned, t = params["t"] minibatches so far
-    (1 when t_half = 0); counts the minibatch. EqProp and the microcircuit anneal their rates with it."""
+    (1 when t_half = 0); counts the minibatch. The optimizers (Config.t_half), EqProp and the microcircuit
+    anneal their rates with it."""
     decay = 1.0 / (1.0 + params["t"] / t_half) if t_half else 1.0
     params["t"] += 1
     return decay
