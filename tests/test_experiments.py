@@ -95,3 +95,23 @@ def test_interrupt_keeps_the_epochs_already_computed():
     with experiments.keep_on_interrupt(result):
         raise KeyboardInterrupt
     assert result["interrupted"] is True and result["test_error"] == [0.5, 0.4]
+
+
+def test_train_sdnn_decays_the_rates_after_each_epoch(monkeypatch):
+    """--set eta_decay reaches every epoch's training: etas * eta_decay**epoch, not the constant etas."""
+    import numpy as np
+
+    import experiments
+    import sdnn
+    seen = []
+
+    def epoch(net, state, X, y, cfg, rng, progress=None):
+        seen.append(cfg.etas)
+        n = len(X)
+        return {"angle": np.full(n, np.nan), "L0": np.zeros(n), "L1": np.zeros(n), "correct": np.zeros(n)}
+    monkeypatch.setattr(sdnn, "train_epoch", epoch)
+    monkeypatch.setattr(sdnn, "predict", lambda net, X, cfg, rng, n_jobs=1: np.zeros(len(X), int))
+    args = experiments.parse(["--train", "sdnn", "--dataset", "digits", "--hidden", "8", "--etas", "0.4", "0.2",
+                              "--set", "eta_decay=0.5", "--epochs", "3", "--quiet"])
+    experiments.train_sdnn(args)
+    assert seen == [(0.4, 0.2), (0.2, 0.1), (0.1, 0.05)]
