@@ -618,10 +618,15 @@ def update_angles(rule, params, cache, e, cfg):
     return angles
 
 
-def predict(params, x, cfg, chunk=10_000):
-    """Class predictions: the most active output unit, in chunks to bound memory."""
-    return np.concatenate([forward(params, x[i:i + chunk], cfg)["h"][-1].argmax(axis=1)
-                           for i in range(0, len(x), chunk)])
+def in_chunks(classify, x, chunk=10_000):
+    """classify(x[i:i + chunk]) for each chunk, joined: bounded memory; an empty x gives no classes."""
+    return np.concatenate([classify(x[i:i + chunk]) for i in range(0, len(x), chunk)] or
+                          [np.zeros(0, np.int64)])
+
+
+def predict(params, x, cfg):
+    """Class predictions: the most active output unit."""
+    return in_chunks(lambda xc: forward(params, xc, cfg)["h"][-1].argmax(axis=1), x)
 
 
 # ================================================================================================
@@ -981,13 +986,12 @@ def eqprop_step(params, x, d, s, cfg, rng):
     return s_free, float(np.mean(cost(s_free, d)))
 
 
-def eqprop_predict(params, x, cfg, chunk=10_000):
+def eqprop_predict(params, x, cfg):
     """argmax of the output state at the free fixed point reached from s = 0 (b.md 6.1)."""
-    out = []
-    for i in range(0, len(x), chunk):
-        s = eqprop_zero_state(params, len(x[i:i + chunk]), cfg.dtype)
-        out.append(relax(params, x[i:i + chunk], s, cfg.n_free_eval, cfg.epsilon)[-1].argmax(axis=1))
-    return np.concatenate(out)
+    def classify(xc):
+        return relax(params, xc, eqprop_zero_state(params, len(xc), cfg.dtype), cfg.n_free_eval,
+                     cfg.epsilon)[-1].argmax(axis=1)
+    return in_chunks(classify, x)
 
 
 # ---- Dendritic cortical microcircuits ---------------------------------------------------------
@@ -1203,7 +1207,6 @@ def microcircuit_step(params, x, u_trgt, r_trgt, cfg):
     return float(0.5 * np.mean(np.sum((fwd["r"][-1] - r_trgt) ** 2, axis=1)))
 
 
-def microcircuit_predict(params, x, cfg, chunk=10_000):
+def microcircuit_predict(params, x, cfg):
     """argmax of the bottom-up output potentials."""
-    return np.concatenate([microcircuit_forward(params, x[i:i + chunk], cfg)["vB_hat"][-1].argmax(axis=1)
-                           for i in range(0, len(x), chunk)])
+    return in_chunks(lambda xc: microcircuit_forward(params, xc, cfg)["vB_hat"][-1].argmax(axis=1), x)

@@ -115,3 +115,15 @@ def test_train_sdnn_decays_the_rates_after_each_epoch(monkeypatch):
                               "--set", "eta_decay=0.5", "--epochs", "3", "--quiet"])
     experiments.train_sdnn(args)
     assert seen == [(0.4, 0.2), (0.2, 0.1), (0.1, 0.05)]
+
+
+@pytest.mark.parametrize("rule,hidden", [("aosdtp", ["16"]), ("eqprop", ["16"]), ("kh", ["16"]),
+                                         ("microcircuit", ["16", "16"])])
+def test_no_validation_split_trains_and_leaves_val_error_empty(rule, hidden, tmp_path):
+    """--n-valid 0 (all training images, the papers' protocol): the epochs run and only val_error is empty."""
+    path = tmp_path / "r.json"
+    r = run("--train", rule, "--dataset", "digits", "--hidden", *hidden, "--epochs", "1", "--n-valid", "0",
+            "--quiet", "--json", str(path), "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    res = json.loads(path.read_text())
+    assert res["val_error"] == [None] and 0.0 <= res["test_error"][0] <= 1.0
