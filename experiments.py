@@ -315,6 +315,13 @@ def train_sdnn(args):
             result["mean_L0"].append(float(np.mean(r["L0"])))
             result["mean_L1"].append(float(np.mean(r["L1"])))
             log_epoch(result, 1.0 - float(np.mean(r["correct"])), test(x_val, y_val), test(x_test, y_test), seconds)
+        if args.retests:      # Fig 6B: the spread of re-tests of the final network, fresh spikes each time
+            errs = [test(x_test, y_test) for _ in tqdm(range(args.retests), desc="re-tests", leave=False,
+                                                      disable=args.quiet)]
+            result.update(test_retests=errs, test_retest_mean=float(np.mean(errs)),
+                          test_retest_sd=float(np.std(errs, ddof=1)) if len(errs) > 1 else 0.0)
+            print(f"{len(errs)} re-tests of the final network: test error {100 * result['test_retest_mean']:.2f}% "
+                  f"(SD {100 * result['test_retest_sd']:.2f})")
     return result
 
 
@@ -816,7 +823,11 @@ def parse(argv=None):
     p.add_argument("--preset", default="paper", help="sdnn: paper, rate or original_code (sdnn.PRESETS)")
     p.add_argument("--etas", type=float, nargs="+", help="sdnn: learning rates, first hidden .. output "
                    "(default: the paper's for --hidden)")
+    p.add_argument("--retests", type=int, default=0, help="sdnn: test the final network N more times on the "
+                   "test set, fresh spikes each time, and report the mean and SD (the paper's Fig 6B: 20)")
     args = p.parse_args(argv)
+    if args.retests < 0:
+        p.error(f"--retests {args.retests}: must be 0 (none) or a positive number of re-tests")
     for name, value in (("--epochs", args.epochs), ("--limit", args.limit), ("--batch", args.batch)):
         if value is not None and value <= 0:
             p.error(f"{name} {value}: must be a positive integer")

@@ -51,6 +51,7 @@ def test_same_seed_same_curve(tmp_path):
     (["--train", "bp", "--lr", "-0.1"], "learning rate must be positive"),
     (["--train", "bp", "--hidden", "500", "0"], "hidden size must be positive"),
     (["--train", "bp", "--epochs", "0"], "--epochs 0: must be a positive integer"),
+    (["--train", "sdnn", "--retests", "-1"], "--retests -1: must be 0"),
 ])
 def test_bad_input_exits_nonzero_with_a_clear_message(argv, words, tmp_path):
     r = run(*argv, "--out", str(tmp_path))
@@ -127,3 +128,18 @@ def test_no_validation_split_trains_and_leaves_val_error_empty(rule, hidden, tmp
     assert r.returncode == 0, r.stderr
     res = json.loads(path.read_text())
     assert res["val_error"] == [None] and 0.0 <= res["test_error"][0] <= 1.0
+
+
+def test_sdnn_retests_the_final_network_with_fresh_spikes(tmp_path):
+    """--retests N: N more spiking tests of the final network (Fig 6B); they differ, and agree with the last test."""
+    import statistics
+    path = tmp_path / "r.json"
+    r = run("--train", "sdnn", "--dataset", "digits", "--hidden", "20", "--etas", "0.2", "0.2", "--limit", "1000",
+            "--epochs", "2", "--retests", "4", "--quiet", "--json", str(path), "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    res = json.loads(path.read_text())
+    errs = res["test_retests"]
+    assert len(errs) == 4 and len(set(errs)) > 1                   # Poisson spikes: each re-test differs
+    assert res["test_retest_mean"] == pytest.approx(statistics.mean(errs))
+    assert res["test_retest_sd"] == pytest.approx(statistics.stdev(errs))
+    assert abs(res["test_retest_mean"] - res["test_error"][-1]) < 0.05   # the same network, the same 500 digits
