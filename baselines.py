@@ -53,6 +53,8 @@ class Config:
     eps: float = 1e-8               # denominator guard (adam, rmsprop)
     t_half: int = 0                 # lr divided by 1 + (t - 1) / t_half at optimizer step t (0: constant, as
                                     #   in Bartunov's and Lee's runs); next_decay, as EqProp's
+    ema: float = 0.0                # > 0: also keep W_avg <- ema W_avg + (1 - ema) W after each forward step
+                                    #   (Polyak averaging), for evaluation; 0: evaluate W itself, as published
     dtype: str = "float32"          # float32 for training, float64 for gradient checks
     # Target-propagation family only (tp, dtp, sdtp, aosdtp); baselines.md 4.1-4.2.
     alpha: float = 0.3277           # step size of the top target h_L-1 - alpha dL/dh_L-1 (tp, dtp); Lee's
@@ -95,6 +97,8 @@ class Config:
             raise ValueError(f"batch={self.batch}: the minibatch size must be a positive integer")
         if int(self.t_half) != self.t_half or self.t_half < 0:
             raise ValueError(f"t_half={self.t_half}: must be an integer >= 0 (0 keeps the learning rate constant)")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"ema={self.ema}: the averaging factor must be in [0, 1) (0: no averaging)")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype={self.dtype!r}: choose 'float32' or 'float64'")
         if not self.alpha > 0 or not self.lr_inv > 0:
@@ -561,7 +565,14 @@ def make(rule, cfg, rng):
     if RULES[rule].extra_update is not None:      # the inverses' own optimizer, noise, schedule position
         opt.update(inv=init_optimizer(inverses(params)), rng=np.random.default_rng(rng.integers(2**63)),
                    steps=0)
+    if cfg.ema:
+        opt["avg"] = {k: [p.copy() for p in params[k]] for k in ("W", "b")}
     return params, opt
+
+
+def averaged(params, opt):
+    """The weights to evaluate: the Polyak average {"W", "b"} if cfg.ema > 0, else params themselves."""
+    return opt.get("avg", params)
 
 
 def step(rule, params, opt, x, t, cfg):
@@ -589,6 +600,10 @@ def step(rule, params, opt, x, t, cfg):
         extra_update(params, opt, cache, cfg)     # before W changes, so both losses see the same network
     if train_forward:
         update(params, gradients(cache, deltas), opt, cfg)
+        for k in ("W", "b") if cfg.ema else ():  # Polyak averaging: W_avg <- ema W_avg + (1 - ema) W
+            for avg, p in zip(opt["avg"][k], params[k]):
+                avg *= cfg.ema
+                avg += (1 - cfg.ema) * p
     return loss(cfg, cache["h"][-1], t)
 
 

@@ -168,7 +168,7 @@ def train_baseline(args):
                 if not np.isfinite(L):
                     return diverged(result, f"loss {L}", epoch + 1, f"try a smaller --lr (now {cfg.lr:g})")
             seconds = time.perf_counter() - start
-            err = [error_rate(baselines.predict(params, a, cfg), b)
+            err = [error_rate(baselines.predict(baselines.averaged(params, opt), a, cfg), b)
                    for a, b in ((x, y), (x_val, y_val), (x_test, y_test))]
             log_epoch(result, *err, seconds)
     return result

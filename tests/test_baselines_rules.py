@@ -311,6 +311,24 @@ def test_inverse_training_lowers_the_inverse_loss():
     assert after < 0.5 * before
 
 
+def test_polyak_average_weights_forward_steps_by_hand_and_skips_inverse_phases():
+    """ema 0.5, SGD, alternating every 2 steps: inverse, inverse, forward (w1), forward (w2), inverse...
+    so W_avg = 0.5 (0.5 w0 + 0.5 w1) + 0.5 w2 = 0.25 w0 + 0.25 w1 + 0.5 w2, unchanged by inverse steps."""
+    cfg, params, opt, x, t = tiny("sdtp", phase_steps=2, ema=0.5, optimizer="sgd", lr=0.1)
+    seen = [[p.copy() for p in opt["avg"]["W"] + opt["avg"]["b"]]]       # w0: the start (make's copy)
+    for _ in range(6):
+        bl.step("sdtp", params, opt, x, t, cfg)
+        seen.append([p.copy() for p in params["W"] + params["b"]])
+    w0, w1, w2 = seen[0], seen[3], seen[4]                    # after steps 3 and 4 (steps 5, 6: inverses)
+    assert not np.array_equal(w0[0], w1[0]) and not np.array_equal(w1[0], w2[0])
+    assert all(np.array_equal(a, b) for a, b in zip(seen[4], seen[6]))
+    avg = bl.averaged(params, opt)
+    for a, p0, p1, p2 in zip(avg["W"] + avg["b"], w0, w1, w2):
+        np.testing.assert_allclose(a, 0.25 * p0 + 0.25 * p1 + 0.5 * p2, rtol=1e-12, atol=1e-15)
+    no_avg = tiny("sdtp")
+    assert bl.averaged(no_avg[1], no_avg[2]) is no_avg[1]    # ema 0: evaluate the weights themselves
+
+
 def test_target_rules_need_a_hidden_layer_and_a_usable_output_target():
     with pytest.raises(ValueError, match="at least one hidden layer"):
         bl.make("dtp", bl.Config(sizes=(4, 3)), np.random.default_rng(0))
@@ -322,7 +340,8 @@ def test_target_rules_need_a_hidden_layer_and_a_usable_output_target():
 
 @pytest.mark.parametrize("field,value", [("schedule", "sometimes"), ("sigma", -0.1), ("lr_inv", 0.0),
                                          ("alpha", 0.0), ("phase_steps", 0), ("n_aux", -1),
-                                         ("beta2_inv", 1.0), ("eps_inv", 0.0)])
+                                         ("beta2_inv", 1.0), ("eps_inv", 0.0),
+                                         ("ema", 1.0), ("ema", -0.1)])
 def test_bad_rule_settings_name_the_field(field, value):
     with pytest.raises(ValueError) as err:
         bl.Config(**{field: value})
