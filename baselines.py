@@ -600,8 +600,8 @@ def step(rule, params, opt, x, t, cfg):
         extra_update(params, opt, cache, cfg)     # before W changes, so both losses see the same network
     if train_forward:
         update(params, gradients(cache, deltas), opt, cfg)
-        for k in ("W", "b") if cfg.ema else ():  # Polyak averaging: W_avg <- ema W_avg + (1 - ema) W
-            for avg, p in zip(opt["avg"][k], params[k]):
+        if cfg.ema:                               # Polyak averaging: W_avg <- ema W_avg + (1 - ema) W
+            for avg, p in zip(opt["avg"]["W"] + opt["avg"]["b"], params["W"] + params["b"]):
                 avg *= cfg.ema
                 avg += (1 - cfg.ema) * p
     return loss(cfg, cache["h"][-1], t)
