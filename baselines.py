@@ -601,9 +601,11 @@ def step(rule, params, opt, x, t, cfg):
     if train_forward:
         update(params, gradients(cache, deltas), opt, cfg)
         if cfg.ema:                               # Polyak averaging: W_avg <- ema W_avg + (1 - ema) W
-            for avg, p in zip(opt["avg"]["W"] + opt["avg"]["b"], params["W"] + params["b"]):
-                avg *= cfg.ema
-                avg += (1 - cfg.ema) * p
+            for k in ("W", "b"):                  # through update's scratch buffers: no temporaries
+                for avg, p, s in zip(opt["avg"][k], params[k], opt["s"][k]):
+                    avg *= cfg.ema
+                    np.multiply(p, 1 - cfg.ema, out=s)
+                    avg += s
     return loss(cfg, cache["h"][-1], t)
 
 
