@@ -297,8 +297,11 @@ def train_sdnn(args):
     print(f"sdnn {'-'.join(map(str, (x.shape[1], *cfg.hidden, cfg.n_out)))} on {args.dataset}, preset "
           f"{args.preset} ({mode}): {len(x)} train, {len(x_val)} val, {len(x_test)} test; etas {cfg.etas}")
 
+    avg = sdnn.copy_weights(net) if cfg.avg_halflife else None   # --set avg_halflife=N: test the average
+
     def test(images, labels):
-        return error_rate(sdnn.predict(net, images, cfg, rng, n_jobs=os.cpu_count() or 1), labels)
+        tested = net if avg is None else avg
+        return error_rate(sdnn.predict(tested, images, cfg, rng, n_jobs=os.cpu_count() or 1), labels)
 
     result["initial_test_error"] = test(x_test, y_test)      # the paper tests once before training
     print(f"initial test error {100 * result['initial_test_error']:.2f}%")
@@ -309,7 +312,7 @@ def train_sdnn(args):
             with tqdm(total=len(x), desc=f"epoch {epoch + 1}/{args.epochs}", leave=False,
                       disable=args.quiet) as bar:
                 r = sdnn.train_epoch(net, state, x[perm], y[perm], sdnn.epoch_etas(cfg, epoch), rng,
-                                     progress=bar.update)
+                                     progress=bar.update, avg=avg)
             seconds = time.perf_counter() - start
             result["mean_angle_deg"].append(float(np.nanmean(r["angle"])) if np.isfinite(r["angle"]).any() else None)
             result["mean_L0"].append(float(np.mean(r["L0"])))

@@ -77,6 +77,8 @@ class Config:
     # learning
     etas: tuple = (0.21, 0.21)        # learning rates (first hidden, ..., output); Methods, spec §1.17
     eta_decay: float = 1.0            # factor on etas after each epoch (epoch_etas); the paper: 1 (constant)
+    avg_halflife: float = 0.0         # examples; > 0: test a running (Polyak) average of W and b with this
+                                      # half-life (polyak); 0 = test W itself, as the paper
     # initialisation (the code's init_weights with use_weight_optimization; spec §1.13)
     V_avg: float = 3.0                # target mean dendritic voltage
     V_sd: float = 3.0                 # target SD of dendritic voltage (3 +- 3*3 spans -6..12; Methods)
@@ -106,6 +108,8 @@ class Config:
                         f"(use with_hidden(cfg, hidden), which takes PAPER_ETAS)")
         if any(e < 0 for e in self.etas):
             bad("etas", "learning rates must be >= 0")
+        if self.avg_halflife < 0:
+            bad("avg_halflife", "must be >= 0 examples (0 = no weight averaging)")
         if not 0 < self.eta_decay <= 1:
             bad("eta_decay", "must be in (0, 1]: the factor on the learning rates after each epoch")
         for name, allowed in (("psp", ("exact", "truncated10")), ("window", ("after_settle", "last20")),
@@ -716,10 +720,29 @@ def jacobians(net, V_out_f, cfg):
     return J_beta, J_gamma
 
 
-def train_epoch(net, state, X, y, cfg, rng, record_every=0, progress=None, jit=True):
+AVG_EVERY = 500    # examples between updates of the running weight average (polyak)
+
+
+def copy_weights(net):
+    """A Network with copies of net's W and b (the start of a running average); Y is shared."""
+    return Network([w.copy(order="F") for w in net.W], [v.copy() for v in net.b], net.Y, net.Y_mask)
+
+
+def polyak(avg, net, n, cfg):
+    """Move the running average `avg` towards net's W and b after n more examples:
+    avg <- d avg + (1 - d) net, d = 2**(-n / avg_halflife). An evaluation device (Polyak-Ruppert
+    averaging of the weights), not part of the paper's model: learning only ever uses net."""
+    d = 0.5 ** (n / cfg.avg_halflife)
+    for a, w in zip(avg.W + avg.b, net.W + net.b):
+        a *= d
+        a += (1 - d) * w
+
+
+def train_epoch(net, state, X, y, cfg, rng, record_every=0, progress=None, jit=True, avg=None):
     """Train on X, y in the given order, one example at a time. Returns per-example arrays
     (L0, L1, correct, angle), total spikes per population ("n_spikes", spiking mode) and every
-    `record_every`-th example's full info in "records"."""
+    `record_every`-th example's full info in "records". With avg (a copy_weights Network), the
+    running average follows net every AVG_EVERY examples (1,000 in rate mode) and at the end."""
     N = len(X)
     out = {"L0": np.zeros(N), "L1": np.zeros(N), "correct": np.zeros(N, bool), "angle": np.full(N, np.nan)}
     if not cfg.spiking and not cfg.symmetric_feedback and not record_every:
@@ -727,6 +750,8 @@ def train_epoch(net, state, X, y, cfg, rng, record_every=0, progress=None, jit=T
             r = _rate_train_many(net, X[a:a + 1000], y[a:a + 1000], cfg, jit)
             for key in ("L0", "L1", "correct"):
                 out[key][a:a + 1000] = r[key]
+            if avg is not None:
+                polyak(avg, net, min(1000, N - a), cfg)
             if progress:
                 progress(min(1000, N - a))
         return out
@@ -741,6 +766,8 @@ def train_epoch(net, state, X, y, cfg, rng, record_every=0, progress=None, jit=T
         out["angle"][i] = info.get("angle", np.nan)
         if rec:
             out["records"].append(info)
+        if avg is not None and ((i + 1) % AVG_EVERY == 0 or i + 1 == N):
+            polyak(avg, net, (i + 1) % AVG_EVERY or AVG_EVERY, cfg)
         if progress:
             progress(1)
     out["n_spikes"] = n_spikes

@@ -106,7 +106,7 @@ def test_train_sdnn_decays_the_rates_after_each_epoch(monkeypatch):
     import sdnn
     seen = []
 
-    def epoch(net, state, X, y, cfg, rng, progress=None):
+    def epoch(net, state, X, y, cfg, rng, progress=None, avg=None):
         seen.append(cfg.etas)
         n = len(X)
         return {"angle": np.full(n, np.nan), "L0": np.zeros(n), "L1": np.zeros(n), "correct": np.zeros(n)}
@@ -116,6 +116,30 @@ def test_train_sdnn_decays_the_rates_after_each_epoch(monkeypatch):
                               "--set", "eta_decay=0.5", "--epochs", "3", "--quiet"])
     experiments.train_sdnn(args)
     assert seen == [(0.4, 0.2), (0.2, 0.1), (0.1, 0.05)]
+
+
+def test_train_sdnn_tests_the_weight_average(monkeypatch):
+    """--set avg_halflife=N: val and test see the running average, not the weights that learn. Each fake
+    epoch of 100 examples adds 1 to W; with a half-life of 100 the average moves half-way: +0.5, then +1.25."""
+    import numpy as np
+
+    import experiments
+    import sdnn
+
+    def epoch(net, state, X, y, cfg, rng, progress=None, avg=None):
+        net.W[0] += 1.0
+        sdnn.polyak(avg, net, len(X), cfg)
+        n = len(X)
+        return {"angle": np.full(n, np.nan), "L0": np.zeros(n), "L1": np.zeros(n), "correct": np.zeros(n)}
+    tested = []
+    monkeypatch.setattr(sdnn, "train_epoch", epoch)
+    monkeypatch.setattr(sdnn, "predict", lambda net, X, cfg, rng, n_jobs=1:
+                        tested.append(float(net.W[0].mean())) or np.zeros(len(X), int))
+    args = experiments.parse(["--train", "sdnn", "--dataset", "digits", "--hidden", "8", "--etas", "0.2", "0.2", "--limit", "100",
+                              "--set", "avg_halflife=100", "--epochs", "2", "--quiet"])
+    experiments.train_sdnn(args)
+    shift = np.array(tested) - tested[0]                        # initial test, then val and test per epoch
+    np.testing.assert_allclose(shift, [0, 0.5, 0.5, 1.25, 1.25], atol=1e-5)
 
 
 @pytest.mark.parametrize("rule,hidden", [("aosdtp", ["16"]), ("eqprop", ["16"]), ("kh", ["16"]),

@@ -358,11 +358,36 @@ def test_config_derived_constants_and_presets():
     ({"test_ms": 30}, "test_ms"), ({"etas": (0.2,)}, "etas"), ({"psp": "gauss"}, "psp"),
     ({"window": "last30"}, "window"), ({"sparse_feedback": 1.0}, "sparse_feedback"),
     ({"hidden": (500, 0), "etas": (1, 1, 1)}, "hidden"), ({"tau_s": 10.0}, "tau_s"),
-    ({"eta_decay": 0.0}, "eta_decay"), ({"eta_decay": 1.5}, "eta_decay"),
+    ({"eta_decay": 0.0}, "eta_decay"), ({"eta_decay": 1.5}, "eta_decay"), ({"avg_halflife": -1}, "avg_halflife"),
 ])
 def test_config_validation_names_the_field(change, field):
     with pytest.raises(ValueError, match=f"Config.{field}"):
         replace(sdnn.PAPER, **change)
+
+
+@pytest.mark.parametrize("spiking", [True, False], ids=["spiking", "rate"])
+def test_weight_average_follows_the_snapshots_by_hand(spiking):
+    """train_epoch(avg=...) on 1,100 examples equals the average worked out by hand from snapshots of a
+    twin trained on the same draws: every AVG_EVERY (rate mode: 1,000) examples and at the end."""
+    cfg = replace(SMALL, hidden=(20,), avg_halflife=700.0, spiking=spiking, spiking_feedback=spiking,
+                  random_phase_lengths=spiking, etas=(0.5, 0.5))
+    X, y = _inputs(np.random.default_rng(3), 1100)
+    net = sdnn.init_weights(64, cfg, np.random.default_rng(0))
+    avg = sdnn.copy_weights(net)
+    sdnn.train_epoch(net, sdnn.init_state(net), X, y, cfg, np.random.default_rng(1), avg=avg)
+
+    twin = sdnn.init_weights(64, cfg, np.random.default_rng(0))
+    state, rng = sdnn.init_state(twin), np.random.default_rng(1)
+    expect = [np.array(w, np.float64) for w in twin.W + twin.b]
+    step = sdnn.AVG_EVERY if spiking else 1000
+    for a in range(0, 1100, step):
+        sdnn.train_epoch(twin, state, X[a:a + step], y[a:a + step], cfg, rng)
+        d = 2.0 ** (-len(X[a:a + step]) / 700.0)
+        expect = [d * e + (1 - d) * w for e, w in zip(expect, twin.W + twin.b)]
+    for got, want, w in zip(avg.W + avg.b, expect, net.W + net.b):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+        assert np.abs(got - w).max() > 1e-3                     # the average lags the weights it follows
+    assert avg.Y is net.Y
 
 
 def test_with_hidden_rejects_unknown_architecture():
