@@ -743,6 +743,9 @@ def train_epoch(net, state, X, y, cfg, rng, record_every=0, progress=None, jit=T
     (L0, L1, correct, angle), total spikes per population ("n_spikes", spiking mode) and every
     `record_every`-th example's full info in "records". With avg (a copy_weights Network), the
     running average follows net every AVG_EVERY examples (1,000 in rate mode) and at the end."""
+    if avg is not None and not cfg.avg_halflife > 0:
+        raise ValueError("train_epoch(avg=...) needs Config.avg_halflife > 0 (the half-life of the average, "
+                         "in examples); set it, or pass avg=None")
     N = len(X)
     out = {"L0": np.zeros(N), "L1": np.zeros(N), "correct": np.zeros(N, bool), "angle": np.full(N, np.nan)}
     if not cfg.spiking and not cfg.symmetric_feedback and not record_every:

@@ -388,6 +388,9 @@ def test_weight_average_follows_the_snapshots_by_hand(spiking):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
         assert np.abs(got - w).max() > 1e-3                     # the average lags the weights it follows
     assert avg.Y is net.Y
+    with pytest.raises(ValueError, match="avg_halflife"):         # an average needs its half-life
+        sdnn.train_epoch(net, sdnn.init_state(net), X[:2], y[:2], replace(cfg, avg_halflife=0.0),
+                         np.random.default_rng(1), avg=avg)
 
 
 def test_with_hidden_rejects_unknown_architecture():
