@@ -298,9 +298,9 @@ def train_sdnn(args):
           f"{args.preset} ({mode}): {len(x)} train, {len(x_val)} val, {len(x_test)} test; etas {cfg.etas}")
 
     avg = sdnn.copy_weights(net) if cfg.avg_halflife else None   # --set avg_halflife=N: test the average
+    tested = net if avg is None else avg
 
     def test(images, labels):
-        tested = net if avg is None else avg
         return error_rate(sdnn.predict(tested, images, cfg, rng, n_jobs=os.cpu_count() or 1), labels)
 
     result["initial_test_error"] = test(x_test, y_test)      # the paper tests once before training

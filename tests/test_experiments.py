@@ -135,8 +135,8 @@ def test_train_sdnn_tests_the_weight_average(monkeypatch):
     monkeypatch.setattr(sdnn, "train_epoch", epoch)
     monkeypatch.setattr(sdnn, "predict", lambda net, X, cfg, rng, n_jobs=1:
                         tested.append(float(net.W[0].mean())) or np.zeros(len(X), int))
-    args = experiments.parse(["--train", "sdnn", "--dataset", "digits", "--hidden", "8", "--etas", "0.2", "0.2", "--limit", "100",
-                              "--set", "avg_halflife=100", "--epochs", "2", "--quiet"])
+    args = experiments.parse(["--train", "sdnn", "--dataset", "digits", "--hidden", "8", "--etas", "0.2", "0.2",
+                              "--limit", "100", "--set", "avg_halflife=100", "--epochs", "2", "--quiet"])
     experiments.train_sdnn(args)
     shift = np.array(tested) - tested[0]                        # initial test, then val and test per epoch
     np.testing.assert_allclose(shift, [0, 0.5, 0.5, 1.25, 1.25], atol=1e-5)
