@@ -312,7 +312,7 @@ def train_sdnn(args):
             with tqdm(total=len(x), desc=f"epoch {epoch + 1}/{args.epochs}", leave=False,
                       disable=args.quiet) as bar:
                 r = sdnn.train_epoch(net, state, x[perm], y[perm], sdnn.epoch_etas(cfg, epoch), rng,
-                                     progress=bar.update, avg=avg)
+                                     progress=bar.update, avg=avg, run=(epoch * len(x), args.epochs * len(x)))
             seconds = time.perf_counter() - start
             result["mean_angle_deg"].append(float(np.nanmean(r["angle"])) if np.isfinite(r["angle"]).any() else None)
             result["mean_L0"].append(float(np.mean(r["L0"])))

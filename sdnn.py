@@ -77,6 +77,8 @@ class Config:
     # learning
     etas: tuple = (0.21, 0.21)        # learning rates (first hidden, ..., output); Methods, spec §1.17
     eta_decay: float = 1.0            # factor on etas after each epoch (epoch_etas); the paper: 1 (constant)
+    eta_schedule: str = "step"        # "step": etas * eta_decay**epoch; "linear": etas fall linearly to 0
+                                      # over the run (linear_etas, stepped every BLOCK examples)
     avg_halflife: float = 0.0         # examples; > 0: test a running (Polyak) average of W and b with this
                                       # half-life (polyak); 0 = test W itself, as the paper
     # initialisation (the code's init_weights with use_weight_optimization; spec §1.13)
@@ -112,8 +114,11 @@ class Config:
             bad("avg_halflife", "must be >= 0 examples (0 = no weight averaging)")
         if not 0 < self.eta_decay <= 1:
             bad("eta_decay", "must be in (0, 1]: the factor on the learning rates after each epoch")
+        if self.eta_schedule == "linear" and self.eta_decay != 1:
+            bad("eta_decay", "must be 1 with eta_schedule='linear' (the linear schedule falls to 0 by itself)")
         for name, allowed in (("psp", ("exact", "truncated10")), ("window", ("after_settle", "last20")),
-                              ("teach_scale", ("unscaled", "literal")), ("phase_round", ("floor", "round"))):
+                              ("teach_scale", ("unscaled", "literal")), ("phase_round", ("floor", "round")),
+                              ("eta_schedule", ("step", "linear"))):
             if getattr(self, name) not in allowed:
                 bad(name, f"must be one of {allowed}")
         if not 0 <= self.sparse_feedback < 1:
@@ -166,6 +171,11 @@ def with_hidden(cfg, hidden):
 def epoch_etas(cfg, epoch):
     """cfg with the learning rates of epoch `epoch` (0 = first): etas * eta_decay**epoch."""
     return replace(cfg, etas=tuple(eta * cfg.eta_decay ** epoch for eta in cfg.etas))
+
+
+def linear_etas(cfg, t, total):
+    """cfg with the learning rates at example t of a run of `total` examples: etas * (1 - t / total)."""
+    return replace(cfg, etas=tuple(eta * (1 - t / total) for eta in cfg.etas))
 
 
 PAPER = Config()
@@ -720,7 +730,7 @@ def jacobians(net, V_out_f, cfg):
     return J_beta, J_gamma
 
 
-AVG_EVERY = 500    # examples between updates of the running weight average (polyak)
+BLOCK = 500    # examples between updates of the running weight average and of a linear rate schedule
 
 
 def copy_weights(net):
@@ -738,39 +748,50 @@ def polyak(avg, net, n, cfg):
         a += (1 - d) * w
 
 
-def train_epoch(net, state, X, y, cfg, rng, record_every=0, progress=None, jit=True, avg=None):
+def train_epoch(net, state, X, y, cfg, rng, record_every=0, progress=None, jit=True, avg=None, run=None):
     """Train on X, y in the given order, one example at a time. Returns per-example arrays
     (L0, L1, correct, angle), total spikes per population ("n_spikes", spiking mode) and every
     `record_every`-th example's full info in "records". With avg (a copy_weights Network), the
-    running average follows net every AVG_EVERY examples (1,000 in rate mode) and at the end."""
+    running average follows net every BLOCK examples (1,000 in rate mode) and at the end.
+    With eta_schedule "linear", run = (examples trained before X, examples in the whole run): each
+    block of examples learns with linear_etas at its middle example."""
     if avg is not None and not cfg.avg_halflife > 0:
         raise ValueError("train_epoch(avg=...) needs Config.avg_halflife > 0 (the half-life of the average, "
                          "in examples); set it, or pass avg=None")
     N = len(X)
+    if cfg.eta_schedule == "linear" and (run is None or not 0 <= run[0] <= run[1] - N):
+        raise ValueError(f"eta_schedule='linear' needs train_epoch(run=(examples before, examples in the whole "
+                         f"run)) with room for these {N} examples; got run={run}")
+
+    def block_cfg(a, n):                 # the config for examples a .. a+n-1 of X
+        return cfg if cfg.eta_schedule != "linear" else linear_etas(cfg, run[0] + a + n / 2, run[1])
     out = {"L0": np.zeros(N), "L1": np.zeros(N), "correct": np.zeros(N, bool), "angle": np.full(N, np.nan)}
     if not cfg.spiking and not cfg.symmetric_feedback and not record_every:
         for a in range(0, N, 1000):   # batched kernel calls, per-example results
-            r = _rate_train_many(net, X[a:a + 1000], y[a:a + 1000], cfg, jit)
+            n = min(1000, N - a)
+            r = _rate_train_many(net, X[a:a + n], y[a:a + n], block_cfg(a, n), jit)
             for key in ("L0", "L1", "correct"):
-                out[key][a:a + 1000] = r[key]
+                out[key][a:a + n] = r[key]
             if avg is not None:
-                polyak(avg, net, min(1000, N - a), cfg)
+                polyak(avg, net, n, cfg)
             if progress:
-                progress(min(1000, N - a))
+                progress(n)
         return out
     out["records"] = []
     n_spikes = 0
     for i in range(N):
+        if i % BLOCK == 0:
+            c = block_cfg(i, min(BLOCK, N - i))
         rec = record_every and i % record_every == 0
-        info = train_example(net, state, X[i], y[i], cfg, rng, record=bool(rec), jit=jit)
+        info = train_example(net, state, X[i], y[i], c, rng, record=bool(rec), jit=jit)
         n_spikes = n_spikes + np.array(info.get("n_spikes", 0))
         out["L0"][i], out["L1"][i] = info["L0"], info["L1"]
         out["correct"][i] = info["pred"] == y[i]
         out["angle"][i] = info.get("angle", np.nan)
         if rec:
             out["records"].append(info)
-        if avg is not None and ((i + 1) % AVG_EVERY == 0 or i + 1 == N):
-            polyak(avg, net, (i + 1) % AVG_EVERY or AVG_EVERY, cfg)
+        if avg is not None and ((i + 1) % BLOCK == 0 or i + 1 == N):
+            polyak(avg, net, (i + 1) % BLOCK or BLOCK, cfg)
         if progress:
             progress(1)
     out["n_spikes"] = n_spikes

@@ -106,7 +106,7 @@ def test_train_sdnn_decays_the_rates_after_each_epoch(monkeypatch):
     import sdnn
     seen = []
 
-    def epoch(net, state, X, y, cfg, rng, progress=None, avg=None):
+    def epoch(net, state, X, y, cfg, rng, progress=None, avg=None, run=None):
         seen.append(cfg.etas)
         n = len(X)
         return {"angle": np.full(n, np.nan), "L0": np.zeros(n), "L1": np.zeros(n), "correct": np.zeros(n)}
@@ -118,6 +118,27 @@ def test_train_sdnn_decays_the_rates_after_each_epoch(monkeypatch):
     assert seen == [(0.4, 0.2), (0.2, 0.1), (0.1, 0.05)]
 
 
+def test_train_sdnn_tells_a_linear_schedule_where_each_epoch_sits(monkeypatch):
+    """--set eta_schedule=linear: every epoch's train_epoch gets run = (examples before it, examples in all
+    epochs), so that the rates fall to 0 at the end of the last epoch, and the etas are not decayed twice."""
+    import numpy as np
+
+    import experiments
+    import sdnn
+    seen = []
+
+    def epoch(net, state, X, y, cfg, rng, progress=None, avg=None, run=None):
+        seen.append((cfg.etas, run))
+        n = len(X)
+        return {"angle": np.full(n, np.nan), "L0": np.zeros(n), "L1": np.zeros(n), "correct": np.zeros(n)}
+    monkeypatch.setattr(sdnn, "train_epoch", epoch)
+    monkeypatch.setattr(sdnn, "predict", lambda net, X, cfg, rng, n_jobs=1: np.zeros(len(X), int))
+    args = experiments.parse(["--train", "sdnn", "--dataset", "digits", "--hidden", "8", "--etas", "0.4", "0.2",
+                              "--limit", "100", "--set", "eta_schedule=linear", "--epochs", "3", "--quiet"])
+    experiments.train_sdnn(args)
+    assert seen == [((0.4, 0.2), (0, 300)), ((0.4, 0.2), (100, 300)), ((0.4, 0.2), (200, 300))]
+
+
 def test_train_sdnn_tests_the_weight_average(monkeypatch):
     """--set avg_halflife=N: val and test see the running average, not the weights that learn. Each fake
     epoch of 100 examples adds 1 to W; with a half-life of 100 the average moves half-way: +0.5, then +1.25."""
@@ -126,7 +147,7 @@ def test_train_sdnn_tests_the_weight_average(monkeypatch):
     import experiments
     import sdnn
 
-    def epoch(net, state, X, y, cfg, rng, progress=None, avg=None):
+    def epoch(net, state, X, y, cfg, rng, progress=None, avg=None, run=None):
         net.W[0] += 1.0
         sdnn.polyak(avg, net, len(X), cfg)
         n = len(X)
