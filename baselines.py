@@ -4,27 +4,53 @@ Every rule trains the same multilayer perceptron and shares one skeleton (forwar
 layer gradients, optimizer step). The rules differ only in `hidden_errors`: how the output error is sent
 back to the hidden layers. Reading two rules side by side shows that one place.
 
-    bp      backprop. Rumelhart, Hinton & Williams (1986); written out as in Nielsen, "Neural Networks and
-            Deep Learning", ch. 2 (network.py `backprop`).
-    fa      feedback alignment. Lillicrap, Cownden, Tweed & Akerman (2016), Nat. Commun. 7:13276.
-    dfa     direct feedback alignment. Noekland (2016), NeurIPS, arXiv:1609.01596.
-    sign    sign symmetry (uniform sign-concordant feedback, uSF). Liao, Leibo & Poggio (2016), AAAI,
-            arXiv:1510.05067; scaling as in BioTorch (jsalbert/biotorch, layers/usf).
-    tp      target propagation through learned inverses g_l.
-    dtp     difference target propagation. Lee, Zhang, Fischer & Bengio (2015), ECML-PKDD, arXiv:1412.7525.
-    sdtp    simplified DTP: no gradient at the top. Bartunov et al. (2018), NeurIPS.
-    aosdtp  SDTP with auxiliary random output units. Bartunov et al. (2018).
+    bp      backprop [1]; written out as in Nielsen, "Neural Networks and Deep Learning", ch. 2
+            (network.py `backprop`).
+    fa      feedback alignment [2].
+    dfa     direct feedback alignment [3].
+    sign    sign symmetry (uniform sign-concordant feedback, uSF) [4]; scaling as in BioTorch [10].
+    tp      target propagation through learned inverses g_l [5].
+    dtp     difference target propagation [5].
+    sdtp    simplified DTP: no gradient at the top [6].
+    aosdtp  SDTP with auxiliary random output units [6].
+Three rules with trainers of their own close the file: Krotov-Hopfield [7], equilibrium propagation [8]
+and the dendritic cortical microcircuit [9].
 
-Notation follows baselines.md section 1: a_l = h_(l-1) W_l^T + b_l, h_l = f(a_l), output y = h_L,
+Notation: a_l = h_(l-1) W_l^T + b_l, h_l = f(a_l), output y = h_L,
 e = dLoss/da_L, and every rule updates dW_l = delta_l^T h_(l-1), db_l = sum of delta_l over the batch.
-The target-propagation rules (section 4 of baselines.md) fit the same mould: their delta_l is the gradient
+The target-propagation rules fit the same mould: their delta_l is the gradient
 of the local loss ||h_l - h_hat_l||^2 with respect to a_l, and they also train inverses g_l.
-Equation tags "(b.md 4.1)" point to the section of baselines.md that states the equation and its source.
+Comments cite the references below by number, with the equation, section or table ("[8] Table 2"),
+or name the file of the reference code.
 
 Arrays are batch-first rows: x (B, n_in), h_l (B, n_l), delta_l (B, n_l). Weights W_l are (n_l, n_(l-1)),
 the papers' orientation. Python lists are 0-based: params["W"][l - 1] is W_l, cache["h"][l] is h_l.
 No I/O here: experiments.py loads data, loops over minibatches, prints and saves.
 Example: python experiments.py --train dtp --dataset mnist --hidden 256 256 256 256 256 --activation tanh
+
+References ("code": GitHub owner/name, file, and the commit read where known)
+[1] D. E. Rumelhart, G. E. Hinton, R. J. Williams (1986). Learning representations by back-propagating
+    errors. Nature 323:533-536.
+[2] T. P. Lillicrap, D. Cownden, D. B. Tweed, C. J. Akerman (2016). Random synaptic feedback weights
+    support error backpropagation for deep learning. Nat. Commun. 7:13276; arXiv:1411.0247.
+[3] A. Noekland (2016). Direct feedback alignment provides learning in deep neural networks. NeurIPS;
+    arXiv:1609.01596. Code: anokland/dfa-torch (Lua/Torch7, commit 17dae736), Models/*.lua.
+[4] Q. Liao, J. Z. Leibo, T. Poggio (2016). How important is weight symmetry in backpropagation? AAAI;
+    arXiv:1510.05067.
+[5] D.-H. Lee, S. Zhang, A. Fischer, Y. Bengio (2015). Difference target propagation. ECML-PKDD;
+    arXiv:1412.7525. Code: donghyunlee/dtp, conti_dtp.py (Theano, commit 9daa5b24).
+[6] S. Bartunov, A. Santoro, B. A. Richards, L. Marris, G. E. Hinton, T. P. Lillicrap (2018). Assessing
+    the scalability of biologically-motivated deep learning algorithms and architectures. NeurIPS.
+[7] D. Krotov, J. J. Hopfield (2019). Unsupervised learning by competing hidden units. PNAS 116:7723.
+    Code: DimaKrotov/Biological_Learning, Unsupervised_learning_algorithm_MNIST.ipynb (commit 45478bb8);
+    third-party re-implementation gatapia/unsupervised_bio_classifier, src/bio_learn2.py.
+[8] B. Scellier, Y. Bengio (2017). Equilibrium propagation: bridging the gap between energy-based models
+    and backpropagation. Front. Comput. Neurosci. 11:24; arXiv:1602.05179.
+    Code: bscellier/Towards-a-Biologically-Plausible-Backprop, train_model.py and model.py (Theano).
+[9] J. Sacramento, R. Ponte Costa, Y. Bengio, W. Senn (2018). Dendritic cortical microcircuits approximate
+    the backpropagation algorithm. NeurIPS. No official code; the third-party NumPy code
+    miyosuda/dendritic_bp (option.py) covers the paper's regression and association tasks, not MNIST.
+[10] A. Sanfiz, M. Akrout (2021). BioTorch. arXiv:2108.13446. Code: jsalbert/biotorch (commit 74fad0dd).
 """
 from collections import namedtuple
 from dataclasses import dataclass, replace
@@ -56,7 +82,7 @@ class Config:
     ema: float = 0.0                # > 0: also keep W_avg <- ema W_avg + (1 - ema) W after each forward step
                                     #   (Polyak averaging), for evaluation; 0: evaluate W itself, as published
     dtype: str = "float32"          # float32 for training, float64 for gradient checks
-    # Target-propagation family only (tp, dtp, sdtp, aosdtp); baselines.md 4.1-4.2.
+    # Target-propagation family only (tp, dtp, sdtp, aosdtp): Lee's code [5] and Bartunov [6] Tables 4-5.
     alpha: float = 0.3277           # step size of the top target h_L-1 - alpha dL/dh_L-1 (tp, dtp); Lee's
                                     #   code 0.3277 with RMSprop; Bartunov searched [0.01, 0.2]
     sigma: float = 0.3598           # std of the noise added to h_(l-1) when training g_l; Lee's code
@@ -168,7 +194,7 @@ def loss(cfg, y, t):
 
 
 # ------------------------------------------------------------------------------------------------
-# The shared skeleton (style rule 11): init, forward, output error, hidden errors, gradients, update.
+# The shared skeleton: init, forward, output error, hidden errors, gradients, update.
 
 def init(sizes, cfg, rng):
     """Weights W_l (n_l, n_(l-1)) and biases b_l (n_l,), layer by layer; biases start at zero."""
@@ -293,17 +319,17 @@ def uniform(rng, r, shape, cfg):
 
 
 # ------------------------------------------------------------------------------------------------
-# FA (Lillicrap 2016): a fixed random B_(l+1) in place of W_(l+1) (b.md 2.1).
+# FA (Lillicrap 2016 [2]): a fixed random B_(l+1) in place of W_(l+1).
 
 def fa_init(params, cfg, rng):
-    """B_(l+1) ~ U(+-1/sqrt(n_l)), the shape of W_(l+1) (n_(l+1), n_l); Noekland's dfa-torch Linear.lua."""
+    """B_(l+1) ~ U(+-1/sqrt(n_l)), the shape of W_(l+1) (n_(l+1), n_l); [3] code, Models/Linear.lua."""
     W = params["W"]
     params["B"] = {l: uniform(rng, 1 / np.sqrt(W[l].shape[1]), W[l].shape, cfg) for l in range(1, len(W))}
     return params
 
 
 def fa_hidden_errors(params, cache, e, cfg):
-    """FA: delta_l = (delta_(l+1) B_(l+1)) * f'(a_l); B fixed and random (b.md 2.1)."""
+    """FA: delta_l = (delta_(l+1) B_(l+1)) * f'(a_l); B fixed and random [2]."""
     deltas = [e]
     for l in range(len(params["W"]) - 1, 0, -1):
         back = deltas[0] @ params["B"][l]                    # FA: fixed random B_(l+1), shape of W_(l+1)
@@ -312,10 +338,10 @@ def fa_hidden_errors(params, cache, e, cfg):
 
 
 # ------------------------------------------------------------------------------------------------
-# DFA (Noekland 2016): the output error e goes straight to every hidden layer through a fixed D_l.
+# DFA (Noekland 2016 [3]): the output error e goes straight to every hidden layer through a fixed D_l.
 
 def dfa_init(params, cfg, rng):
-    """D_l ~ U(+-1/sqrt(n_l)), shape (n_out, n_l); Noekland's dfa-torch ErrorFeedback.lua (b.md 2.2)."""
+    """D_l ~ U(+-1/sqrt(n_l)), shape (n_out, n_l); [3] code, Models/ErrorFeedback.lua with rfb_mag = 0."""
     W, n_out = params["W"], params["W"][-1].shape[0]
     params["D"] = {l: uniform(rng, 1 / np.sqrt(W[l].shape[1]), (n_out, W[l].shape[1]), cfg)
                    for l in range(1, len(W))}
@@ -332,7 +358,8 @@ def dfa_hidden_errors(params, cache, e, cfg):
 
 
 # ------------------------------------------------------------------------------------------------
-# Sign symmetry, uSF (Liao 2016): the feedback shares only the signs of W_(l+1) (b.md 3.1).
+# Sign symmetry, uSF (Liao 2016 [4]; BioTorch [10], biotorch/layers/usf/linear.py): the feedback shares
+# only the signs of W_(l+1).
 
 def sign_feedback(W):
     """sign(W) times the Glorot-normal std sqrt(2 / (fan_in + fan_out)), BioTorch's uSF scaling.
@@ -352,11 +379,12 @@ def sign_hidden_errors(params, cache, e, cfg):
 
 
 # ------------------------------------------------------------------------------------------------
-# Target propagation, shared pieces (b.md 4.1). Layer l < L gets a target h_hat_l and learns from its local
-# loss ||h_l - h_hat_l||^2, whose gradient with respect to a_l is delta_l = 2 (h_l - h_hat_l) * f'(a_l):
-# only targets cross layers, never gradients. The local and inverse losses are squared norms without a 1/2,
-# as in Bartunov's Algorithm 1 and Lee's code (`mse`: sum over units, mean over the batch); with Adam the
-# factor 2 only matters through eps, which Bartunov set as large as 1e-4 (forward) and 1e-3 (inverse).
+# Target propagation, shared pieces (Lee 2015 [5], Bartunov 2018 [6]). Layer l < L gets a target h_hat_l
+# and learns from its local loss ||h_l - h_hat_l||^2, whose gradient with respect to a_l is
+# delta_l = 2 (h_l - h_hat_l) * f'(a_l): only targets cross layers, never gradients. The local and
+# inverse losses are squared norms without a 1/2, as in [6] Algorithm 1 and Lee's code (`mse`: sum over
+# units, mean over the batch); with Adam the factor 2 only matters through eps, which Bartunov set as
+# large as 1e-4 (forward) and 1e-3 (inverse) ([6] Table 5).
 # Targets travel down through learned approximate inverses
 #   g_l(h_l) = f(h_l V_l^T + c_l) ~ h_(l-1),   V_l (n_(l-1), n_l), c_l (n_(l-1),),   keyed by l,
 # trained on their own loss (inverse_loss) with their own optimizer state, on the schedule `phases`.
@@ -383,7 +411,7 @@ def inverses(params):
 
 
 def g(params, l, h_l, cfg):
-    """Approximate inverse of layer l: g_l(h_l) = f(h_l V_l^T + c_l) ~ h_(l-1) (b.md 4.1)."""
+    """Approximate inverse of layer l: g_l(h_l) = f(h_l V_l^T + c_l) ~ h_(l-1) [5, 6]."""
     return act(cfg.activation, h_l @ params["V"][l].T + params["c"][l])      # (B, n_(l-1))
 
 
@@ -398,16 +426,16 @@ def layer(params, l, h_prev, cfg):
 
 def target_errors(cache, h_hat, e, cfg):
     """delta_l = 2 (h_l - h_hat_l) * f'(a_l) / B for l = 1..L-1: the gradient of the batch mean of the local
-    losses ||h_l - h_hat_l||^2 (b.md 4.1); delta_L = e."""
+    losses ||h_l - h_hat_l||^2 [5, 6]; delta_L = e."""
     h = cache["h"]
     return [2 * (h[l] - h_hat[l]) * dact(cfg.activation, h[l]) / len(e) for l in range(1, len(h) - 1)] + [e]
 
 
 def inverse_loss(params, l, h_prev, eps, cfg, denoise):
-    """Inverse loss of g_l on one batch, and its gradient with respect to V_l and c_l (b.md 4.1).
+    """Inverse loss of g_l on one batch, and its gradient with respect to V_l and c_l.
 
-    noise-preserving (Lee 2015):   ||h~ - g_l(f_l(h~))||^2,  h~ = h_(l-1) + eps
-    denoising (Bartunov 2018):     ||h  - g_l(f_l(h~))||^2
+    noise-preserving (Lee 2015 [5]):      ||h~ - g_l(f_l(h~))||^2,  h~ = h_(l-1) + eps
+    denoising (Bartunov 2018 [6]):        ||h  - g_l(f_l(h~))||^2
     Batch mean; f_l is held fixed. Returns (loss, dV like V_l, dc like c_l).
     """
     h_tilde = h_prev + eps
@@ -439,7 +467,8 @@ def train_denoising_inverses(params, opt, cache, cfg):
 
 
 def phases(opt, cfg):
-    """(train the forward weights?, train the inverses?) for the next minibatch (b.md 4.1, schedules)."""
+    """(train the forward weights?, train the inverses?) for the next minibatch: alternating phases of
+    inverse and forward steps (Lee's schedule, [5] code conti_dtp.py) or both every minibatch ([6])."""
     if cfg.schedule == "parallel":
         return True, True
     inverse_turn = opt["steps"] // cfg.phase_steps % 2 == 0  # alternating, inverses first (Lee's code)
@@ -458,7 +487,7 @@ def tp_init(params, cfg, rng):
 
 
 def gradient_step_target(params, cache, e, cfg):
-    """h_hat_(L-1) = h_(L-1) - alpha dL/dh_(L-1), per example (Lee 2015; b.md 4.1)."""
+    """h_hat_(L-1) = h_(L-1) - alpha dL/dh_(L-1), per example (Lee 2015 [5])."""
     L = len(params["W"])
     return cache["h"][L - 1] - cfg.alpha * (len(e) * e) @ params["W"][L - 1]   # len(e): undo the batch mean
 
@@ -473,7 +502,7 @@ def tp_hidden_errors(params, cache, e, cfg):
 
 
 # ------------------------------------------------------------------------------------------------
-# DTP (Lee 2015): as TP, plus the difference correction h_l - g_(l+1)(h_(l+1)), which cancels the
+# DTP (Lee 2015 [5]): as TP, plus the difference correction h_l - g_(l+1)(h_(l+1)), which cancels the
 # inverse's reconstruction error: if h_hat_(l+1) = h_(l+1), then h_hat_l = h_l exactly.
 
 def difference_targets(params, h, h_hat, top, cfg):
@@ -491,7 +520,7 @@ def dtp_hidden_errors(params, cache, e, cfg):
 
 
 # ------------------------------------------------------------------------------------------------
-# SDTP (Bartunov 2018): no gradient anywhere. The output target is the label itself, and the penultimate
+# SDTP (Bartunov 2018 [6]): no gradient anywhere. The output target is the label itself, and the penultimate
 # target goes through a learned inverse of the output layer, g_L, with the same difference correction.
 
 def sdtp_init(params, cfg, rng):
@@ -515,7 +544,7 @@ def sdtp_hidden_errors(params, cache, e, cfg):
 
 
 # ------------------------------------------------------------------------------------------------
-# AO-SDTP (Bartunov 2018): the output layer also emits z = f(h_(L-1) A^T), random untrained features of
+# AO-SDTP (Bartunov 2018 [6]): the output layer also emits z = f(h_(L-1) A^T), random untrained features of
 # h_(L-1) (fixed A), so that g_L sees more than the 10 class units. The target keeps z: [t, z].
 
 def aosdtp_init(params, cfg, rng):
@@ -647,7 +676,7 @@ def predict(params, x, cfg):
 
 
 # ================================================================================================
-# Three rules with trainers of their own (baselines.md sections 5-7). They do not fit the skeleton
+# Three rules with trainers of their own ([7], [8], [9]). They do not fit the skeleton
 # above: Krotov-Hopfield learns its hidden layer without labels, equilibrium propagation settles an
 # energy twice, the microcircuit carries its errors in apical dendrites. Each has a small frozen config
 # and pure functions (arrays in, arrays out, explicit np.random.Generator); experiments.py loops.
@@ -655,23 +684,26 @@ def predict(params, x, cfg):
 
 
 # ---- Krotov-Hopfield: unsupervised learning by competing hidden units -------------------------
-# Krotov & Hopfield (2019), PNAS 116:7723 (b.md 5). Reference code: DimaKrotov/Biological_Learning,
-# the MNIST notebook, whose loop kh_currents / kh_competition / kh_update follow line by line.
+# Krotov & Hopfield (2019) [7]. Reference code: DimaKrotov/Biological_Learning, the MNIST notebook
+# (Unsupervised_learning_algorithm_MNIST.ipynb), whose loop kh_currents / kh_competition / kh_update
+# follow line by line.
 
 from numba import njit  # noqa: E402  (here, so that the sections above stay plain NumPy)
 
 @dataclass(frozen=True)
 class KHConfig:
     """Krotov-Hopfield network: v (n_in) -> h (n_hidden, unsupervised) -> c (n_out, supervised)."""
-    n_hidden: int = 2000        # hidden units; the paper's MNIST network (b.md 5.2); demo notebook 100
-    p: float = 3.0              # Lebesgue-p norm of the synapses; paper MNIST p = 3 [MEM], demo p = 2
-    k: int = 7                  # rank of the unit that gets -Delta; paper MNIST k = 7 [MEM], demo 2
+    n_hidden: int = 2000        # hidden units; the paper's MNIST network [7] (also gatapia's); demo 100
+    p: float = 3.0              # Lebesgue-p norm of the synapses; paper MNIST p = 3 (recalled, not checked
+                                #   against [7]), demo p = 2
+    k: int = 7                  # rank of the unit that gets -Delta; paper MNIST k = 7 (recalled, as p), demo 2
     Delta: float = 0.4          # strength of the anti-Hebbian term (demo and paper)
     eps0: float = 2e-2          # initial learning rate of the synapses (demo notebook)
-    epochs_unsup: int = 100     # unsupervised epochs; eps falls linearly from eps0 to 0 over them (b.md 5.1)
+    epochs_unsup: int = 100     # unsupervised epochs; eps falls linearly from eps0 to 0 over them (notebook)
     batch_unsup: int = 100      # minibatch of the unsupervised layer (demo notebook)
     precision: float = 1e-30    # floor of max|dW| in the normalisation (demo notebook `prec`)
-    n: float = 4.5              # power of the rectified polynomial units h = max(W v, 0)^n (b.md 5.2)
+    n: float = 4.5              # power of the rectified polynomial units h = max(W v, 0)^n [7] (n, beta, m
+                                #   as in gatapia's bio_learn2.py, BioClassifier and BioLoss)
     beta: float = 0.01          # inverse temperature of the outputs c = tanh(beta S h)
     m: int = 6                  # loss exponent: C = sum_alpha |c_alpha - t_alpha|^m, t in {-1, +1}
     lr: float = 1e-6            # Adam learning rate of the top layer S (Adam constants as in Config).
@@ -702,7 +734,7 @@ class KHConfig:
 
 
 def kh_init(n_in, cfg, rng):
-    """Synapses W (n_hidden, n_in) ~ N(0, 1), the notebook's initialisation (b.md 5.1, item 6)."""
+    """Synapses W (n_hidden, n_in) ~ N(0, 1), the notebook's initialisation [7]."""
     return rng.standard_normal((cfg.n_hidden, n_in)).astype(cfg.dtype)
 
 
@@ -717,7 +749,7 @@ def lp_weights(W, p):
 
 def kh_currents(W, v, p):
     """I_mu = <W_mu, v>_mu = sum_i sign(W_mu,i) |W_mu,i|^(p-1) v_i for each example: (B, n_hidden)."""
-    return v @ lp_weights(W, p).T                            # Eq. b.md 5.1 item 1
+    return v @ lp_weights(W, p).T                            # [7] notebook: the currents
 
 
 @njit(cache=True)
@@ -757,8 +789,9 @@ def kh_ranked(I, k):
 def kh_competition(I, k, Delta):
     """g (B, n_hidden): +1 for each example's most driven unit, -Delta for its k-th ranked unit, else 0.
 
-    The fast version of the paper's global inhibition (b.md 5.1 item 2). As in the reference notebook
-    only the single k-th ranked unit is pushed away, not every unit ranked below k (b.md 5.4)."""
+    The fast version of the paper's global inhibition [7]. As in the reference notebook only the
+    single k-th ranked unit is pushed away, not every unit ranked below k (the question of
+    gatapia/unsupervised_bio_classifier issue #1)."""
     top, kth = kh_ranked(I, k)
     rows = np.arange(len(I))
     g = np.zeros_like(I)
@@ -770,8 +803,8 @@ def kh_competition(I, k, Delta):
 def kh_sparse_update(W, v, cfg):
     """The normalised update of one minibatch v (B, n_in) on the rows it touches: (units, dW[units]).
 
-    dW_mu,i = sum over the batch of g_mu (v_i - I_mu W_mu,i)  (paper Eq. 3 with the rank-based g;
-    b.md 5.1 item 3), divided by max|dW| (item 4). Only the winners and the k-th ranked units of the
+    dW_mu,i = sum over the batch of g_mu (v_i - I_mu W_mu,i)  ([7] Eq. 3 with the notebook's rank-based
+    g), divided by max|dW| (the notebook's normalisation). Only the winners and the k-th ranked units of the
     batch have g_mu != 0, at most 2B of the n_hidden rows, so only those rows are formed: on 784-2000
     the dense form spent most of a step multiplying zeros. Dense textbook form, left for reference:
         g = kh_competition(I, cfg.k, cfg.Delta)
@@ -797,19 +830,19 @@ def kh_update(W, v, cfg):
 
 
 def kh_step(W, v, eps, cfg):
-    """W <- W + eps dW / max|dW| for one minibatch, in place (b.md 5.1 item 4)."""
+    """W <- W + eps dW / max|dW| for one minibatch, in place ([7] notebook)."""
     units, dW = kh_sparse_update(W, v, cfg)
     W[units] += eps * dW
     return W
 
 
 def kh_eps(epoch, cfg):
-    """Learning rate of unsupervised epoch `epoch` (0-based): eps0 (1 - epoch / N_ep) (b.md 5.1 item 5)."""
+    """Learning rate of unsupervised epoch `epoch` (0-based): eps0 (1 - epoch / N_ep) ([7] notebook)."""
     return cfg.eps0 * (1.0 - epoch / cfg.epochs_unsup)
 
 
 def kh_hidden(W, x, cfg):
-    """Rectified polynomial units h_mu = max(sum_i W_mu,i v_i, 0)^n (B, n_hidden) (b.md 5.1, top layer).
+    """Rectified polynomial units h_mu = max(sum_i W_mu,i v_i, 0)^n (B, n_hidden) ([7], top layer).
 
     The classifier reads the plain dot product, not the Lebesgue-p current of the learning rule."""
     return np.maximum(x @ W.T, 0) ** cfg.n
@@ -818,7 +851,7 @@ def kh_hidden(W, x, cfg):
 def kh_top_loss(S, h, t, cfg):
     """Batch mean of C = sum_alpha |c_alpha - t_alpha|^m with c = tanh(beta S h), and dC/dS (n_out, n_hidden).
 
-    t holds the targets in {-1, +1} (b.md 5.1, supervised top layer)."""
+    t holds the targets in {-1, +1} ([7], supervised top layer)."""
     c = np.tanh(cfg.beta * (h @ S.T))                        # c_alpha = tanh(beta sum_mu S_alpha,mu h_mu)
     diff = c - t
     C = float(np.mean(np.sum(np.abs(diff) ** cfg.m, axis=1)))
@@ -838,8 +871,8 @@ def kh_predict(S, h):
 
 
 # ---- Equilibrium propagation ------------------------------------------------------------------
-# Scellier & Bengio (2017), Front. Comput. Neurosci. 11:24, arXiv:1602.05179 (b.md 6). Reference code:
-# bscellier/Towards-a-Biologically-Plausible-Backprop (Theano). States s_l of the layers l = 1..L
+# Scellier & Bengio (2017) [8]. Reference code: bscellier/Towards-a-Biologically-Plausible-Backprop
+# (Theano). States s_l of the layers l = 1..L
 # (hidden and output), x clamped; rho is the hard sigmoid. The states stay in [0, 1], where rho(s) = s
 # and rho'(s) = 1 (also at the edges, as the reference code's clip gradient), so E is a quadratic there
 # and the state dynamics below are projected gradient descent on it.
@@ -870,7 +903,7 @@ def next_decay(params, t_half):
 
 @dataclass(frozen=True)
 class EqPropConfig:
-    """Equilibrium-propagation network; defaults are Table 2's 784-500-10 row (b.md 6.2) in the paper's
+    """Equilibrium-propagation network; defaults are [8] Table 2's 784-500-10 row in the paper's
     cost convention C = 1/2 ||y - d||^2 (the reference code's beta and alphas doubled)."""
     sizes: tuple = (784, 500, 10)   # layer widths, input first
     n_free: int = 20                # free-phase iterations per minibatch (Table 2: 20 / 100 / 500)
@@ -901,7 +934,7 @@ class EqPropConfig:
             raise ValueError(f"t_half={self.t_half}: must be >= 0 (0 keeps the learning rates constant)")
 
 
-# Scellier's Table 2 (b.md 6.2): hidden layers -> (n_free, n_clamped, beta, alphas); epsilon 0.5. Beta
+# Scellier's Table 2 [8]: hidden layers -> (n_free, n_clamped, beta, alphas); epsilon 0.5. Beta
 # and alphas are those of the reference code's runs (train_model.py: beta 0.5 / 1 / 1, alphas as Table 2)
 # in this code's C = 1/2 ||y - d||^2: beta and alphas doubled (see the note above). On MNIST's
 # validation split the 784-500-10 row reaches 2.47 % (epoch 7 of 25; the literal Table 2 alphas 0.1,
@@ -935,7 +968,7 @@ def eqprop_zero_state(params, n, dtype="float32"):
 
 
 def energy(params, x, s):
-    """Hopfield-like energy per example (B,) (b.md 6.1):
+    """Hopfield-like energy per example (B,) [8]:
 
     E = 1/2 sum_l ||rho(s_l)||^2 - sum_l rho(s_l) W_l rho(s_(l-1)) - sum_l b_l rho(s_l),  s_0 = x."""
     layers = [x] + list(s)
@@ -946,7 +979,7 @@ def energy(params, x, s):
 
 
 def cost(s, d):
-    """C = 1/2 ||y - d||^2 per example (B,), y = s_L the output state (b.md 6.1)."""
+    """C = 1/2 ||y - d||^2 per example (B,), y = s_L the output state [8]."""
     return 0.5 * np.sum((s[-1] - d) ** 2, axis=1)
 
 
@@ -974,7 +1007,7 @@ def relax(params, x, s, n_iter, epsilon, beta=0.0, d=None):
 
 
 def eqprop_gradient(params, x, s_free, s_clamped, beta):
-    """Contrastive estimate of -dJ/dW_l and -dJ/db_l, batch mean (b.md 6.1 learning rule):
+    """Contrastive estimate of -dJ/dW_l and -dJ/db_l, batch mean ([8] learning rule):
 
     dW_l = 1/beta (rho(s^beta_l)^T rho(s^beta_(l-1)) - rho(s^0_l)^T rho(s^0_(l-1))), J = C at the free
     fixed point. For beta -> 0 and settled phases it is the exact gradient (Scellier 2017, Theorem 1)."""
@@ -1004,7 +1037,7 @@ def eqprop_step(params, x, d, s, cfg, rng):
 
 
 def eqprop_predict(params, x, cfg):
-    """argmax of the output state at the free fixed point reached from s = 0 (b.md 6.1)."""
+    """argmax of the output state at the free fixed point reached from s = 0 ([8]: no softmax)."""
     def classify(xc):
         return relax(params, xc, eqprop_zero_state(params, len(xc), cfg.dtype), cfg.n_free_eval,
                      cfg.epsilon)[-1].argmax(axis=1)
@@ -1012,11 +1045,11 @@ def eqprop_predict(params, x, cfg):
 
 
 # ---- Dendritic cortical microcircuits ---------------------------------------------------------
-# Sacramento, Ponte Costa, Bengio & Senn (2018), NeurIPS (b.md 7). Pyramidal neurons of layers k = 1..N
+# Sacramento, Ponte Costa, Bengio & Senn (2018) [9]. Pyramidal neurons of layers k = 1..N
 # have a soma u_k, a basal dendrite v_B,k (bottom-up input) and, below the output, an apical dendrite
 # v_A,k (top-down input B_k r_(k+1) plus lateral interneurons W^PI_k r^I_k). Interneurons of layer k
 # predict the layer above: their dendrite v^I_k = W^IP_k r_k + c_k. Rates r = phi(u), phi logistic.
-# MNIST uses the steady state (paper 3.4, b.md 7.1): layers set to their bottom-up predictions, the
+# MNIST uses the steady state ([9] section 3.4): layers set to their bottom-up predictions, the
 # output nudged to its target, then one sweep down. Every steady state below is the fixed point of the
 # paper's somatic ODEs with the noise left out, e.g. for a hidden pyramidal soma
 #     0 = -g_lk u + g_B (v_B - u) + g_A (v_A - u)  =>  u = v^_B + lambda_A v_A,
@@ -1025,12 +1058,13 @@ def eqprop_predict(params, x, cfg):
 # u = (1 - lambda) prediction + lambda target with lambda = g_som / (g_lk + g_B or g_D + g_som); with the
 # paper's conductance form of the output teacher, g_exc + g_inh = g_som, the same mixture results.
 # Departures, each chosen on MNIST's validation split (the paper's MNIST settings are in its supplement,
-# not covered by b.md): W^PI learns (Eq. 9) instead of staying fixed, the feedback B_k is drawn wider
+# not consulted here): W^PI learns (Eq. 9) instead of staying fixed, the feedback B_k is drawn wider
 # than W_k (B_gain), and the learning rates decay as 1 / (1 + t / t_half).
 
 @dataclass(frozen=True)
 class MicrocircuitConfig:
-    """Steady-state microcircuit for classification; conductances of miyosuda/dendritic_bp (b.md 7.2)."""
+    """Steady-state microcircuit for classification [9]; conductances of miyosuda/dendritic_bp, option.py
+    (set there for the regression and association tasks; the paper's MNIST values are in its supplement)."""
     sizes: tuple = (784, 500, 500, 10)   # pyramidal layer widths, input first (paper MNIST network)
     g_lk: float = 0.1               # leak conductance
     g_B: float = 1.0                # basal -> soma
@@ -1051,7 +1085,7 @@ class MicrocircuitConfig:
     r_high: float = 0.8             # target rate of the right class
     etas: tuple = (0.5, 0.1, 0.1)   # learning rates of the bottom-up weights W_k, bottom first; chosen on
                                     #   MNIST's validation split (3-epoch grid; the paper's are in its
-                                    #   supplement, b.md 7.2). The top two are bounded by the common mode of
+                                    #   supplement). The top two are bounded by the common mode of
                                     #   the rates (all positive, ||r||^2 ~ n/4): near 0.1 one step already
                                     #   moves the output most of the way to its minibatch's targets (the
                                     #   interneurons learn at the matching rate); 0.2 or 0.3 for the middle
@@ -1061,7 +1095,7 @@ class MicrocircuitConfig:
                                     #   W_(k+1) to first order (microcircuit_ip_rates); 0 freezes W^IP
     eta_PI: float = 2.5             # W^PI_k learns at eta_PI / n_(k+1) (Eq. 9; n_(k+1) interneurons of layer
                                     #   k, so that the gain eta_PI mean(r^I^2) stays below 1 for any width).
-                                    #   0 fixes W^PI, as b.md 7.2 reads the paper's MNIST run; then the
+                                    #   0 fixes W^PI, as in [9]'s MNIST run; then the
                                     #   interneurons' second-order tracking error of the layer above (phi is
                                     #   not linear) accumulates as an apical potential without a teacher,
                                     #   a false error that saturates the second hidden layer within 2 epochs
@@ -1155,7 +1189,7 @@ def microcircuit_forward(params, x, cfg):
 
 
 def microcircuit_teach(params, fwd, u_trgt, cfg):
-    """Teaching steady state: nudge the output to u_trgt, then sweep down (b.md 7.1, MNIST simplification).
+    """Teaching steady state: nudge the output to u_trgt, then sweep down ([9] section 3.4, MNIST).
 
     u_N   = (1 - lambda_out) v^_B,N + lambda_out u_trgt                       (output soma)
     u^I_k = (1 - lambda_I) v^I_k + lambda_I u_(k+1)                          (interneurons)
@@ -1176,7 +1210,7 @@ def microcircuit_teach(params, fwd, u_trgt, cfg):
 
 
 def microcircuit_updates(params, fwd, teach, cfg):
-    """Dendritic-prediction plasticity (b.md 7.1; paper Eqs. 7-10), batch means:
+    """Dendritic-prediction plasticity ([9] Eqs. 7-10), batch means:
 
     dW_k    = eta_k    (phi(u_k) - phi(v^_B,k)) r_(k-1)^T      bottom-up, presynaptic rates bottom-up
     dW^IP_k = eta_IP_k (phi(u^I_k) - phi(v^I_k)) r_k^T         interneurons learn to predict layer k+1
@@ -1186,7 +1220,7 @@ def microcircuit_updates(params, fwd, teach, cfg):
     out = {"W": [], "b": [], "W_IP": [], "c_IP": [], "W_PI": []}
     for k, eta in enumerate(cfg.etas):
         err = (phi(teach["u"][k]) - phi(fwd["vB_hat"][k])) / B          # (B, n_k)
-        out["W"].append(eta * err.T @ r[k])                             # Eq. 7 (b.md 7.1 bottom-up)
+        out["W"].append(eta * err.T @ r[k])                             # [9] Eq. 7 (bottom-up)
         out["b"].append(eta * err.sum(axis=0))                          # threshold: an input fixed at 1
     for k, eta in enumerate(microcircuit_ip_rates(cfg)):
         err = (phi(teach["uI"][k]) - phi(fwd["vI_hat"][k])) / B
