@@ -76,19 +76,12 @@ class Config:
     plateau_max: int = 5              # steps, largest plateau offset before the phase end; Methods
     # learning
     etas: tuple = (0.21, 0.21)        # learning rates (first hidden, ..., output); Methods, spec §1.17
-    eta_decay: float = 1.0            # factor on etas after each epoch (epoch_etas); the paper: 1 (constant)
-    eta_schedule: str = "step"        # "step": etas * eta_decay**epoch; "linear": etas fall linearly to 0
-                                      # over the run (linear_etas, stepped every BLOCK examples)
-    avg_halflife: float = 0.0         # examples; > 0: test a running (Polyak) average of W and b with this
-                                      # half-life (polyak); 0 = test W itself, as the paper
     # initialisation (the code's init_weights with use_weight_optimization; spec §1.13)
     V_avg: float = 3.0                # target mean dendritic voltage
     V_sd: float = 3.0                 # target SD of dendritic voltage (3 +- 3*3 spans -6..12; Methods)
     b_avg: float = 0.8                # bias mean
     b_sd: float = 0.001               # bias SD
     init_spread: float = 3.465        # the code's constant, ~2*sqrt(3): actual SD of W is 2*W_sd (spec §1.13)
-    init_gain: float = 1.0            # factor on W and Y after the formula; 0.51 = truncated / exact kernel
-                                      # mass gives the exact kernel the code's initial dendritic drive
 
     def __post_init__(self):
         def bad(name, why):
@@ -96,7 +89,7 @@ class Config:
         for name in ("g_b", "g_d", "g_l", "phi_max", "tau_L", "tau_s", "wald_mean", "wald_scale"):
             if not getattr(self, name) > 0:
                 bad(name, "must be > 0")
-        for name in ("g_a", "b_sd", "symmetric_noise_sd", "plateau_sd", "V_sd", "init_gain"):
+        for name in ("g_a", "b_sd", "symmetric_noise_sd", "plateau_sd", "V_sd"):
             if getattr(self, name) < 0:
                 bad(name, "must be >= 0 (a conductance or a spread cannot be negative)")
         if self.tau_L == self.tau_s:
@@ -110,15 +103,8 @@ class Config:
                         f"(use with_hidden(cfg, hidden), which takes PAPER_ETAS)")
         if any(e < 0 for e in self.etas):
             bad("etas", "learning rates must be >= 0")
-        if self.avg_halflife < 0:
-            bad("avg_halflife", "must be >= 0 examples (0 = no weight averaging)")
-        if not 0 < self.eta_decay <= 1:
-            bad("eta_decay", "must be in (0, 1]: the factor on the learning rates after each epoch")
-        if self.eta_schedule == "linear" and self.eta_decay != 1:
-            bad("eta_decay", "must be 1 with eta_schedule='linear' (the linear schedule falls to 0 by itself)")
         for name, allowed in (("psp", ("exact", "truncated10")), ("window", ("after_settle", "last20")),
-                              ("teach_scale", ("unscaled", "literal")), ("phase_round", ("floor", "round")),
-                              ("eta_schedule", ("step", "linear"))):
+                              ("teach_scale", ("unscaled", "literal")), ("phase_round", ("floor", "round"))):
             if getattr(self, name) not in allowed:
                 bad(name, f"must be one of {allowed}")
         if not 0 <= self.sparse_feedback < 1:
@@ -166,16 +152,6 @@ def with_hidden(cfg, hidden):
     if hidden not in PAPER_ETAS:
         raise ValueError(f"no paper learning rates for hidden={hidden}; use replace(cfg, hidden=..., etas=...)")
     return replace(cfg, hidden=hidden, etas=PAPER_ETAS[hidden])
-
-
-def epoch_etas(cfg, epoch):
-    """cfg with the learning rates of epoch `epoch` (0 = first): etas * eta_decay**epoch."""
-    return replace(cfg, etas=tuple(eta * cfg.eta_decay ** epoch for eta in cfg.etas))
-
-
-def linear_etas(cfg, t, total):
-    """cfg with the learning rates at example t of a run of `total` examples: etas * (1 - t / total)."""
-    return replace(cfg, etas=tuple(eta * (1 - t / total) for eta in cfg.etas))
 
 
 PAPER = Config()
@@ -254,8 +230,9 @@ class Network:
     Y_mask: list = field(default_factory=list)   # sparse feedback: True where Y is kept
 
 
-def init_weights(n_in, cfg, rng):
-    """The code's init_weights (use_weight_optimization=True), exactly (spec §1.13). Returns a Network."""
+def init_weights(n_in, cfg, rng, gain=1.0):
+    """The code's init_weights (use_weight_optimization=True), exactly (spec §1.13). Returns a Network.
+    gain multiplies W and Y after the formula: a choice of the training run, not of the paper (1)."""
     sizes = (n_in,) + tuple(cfg.hidden) + (cfg.n_out,)
     L = len(cfg.hidden)
     nu = cfg.phi_max * 0.25                      # slope of the linear region of phi_max * sigma
@@ -271,8 +248,8 @@ def init_weights(n_in, cfg, rng):
         b[k] = cfg.b_avg + cfg.init_spread * cfg.b_sd * rng.uniform(-1, 1, size=sizes[k + 1])
         if k > 0:   # Y for hidden layer k-1, drawn with the fan-in of the layer above it (code l.257)
             Y[k - 1] = W_avg + cfg.init_spread * W_sd * rng.uniform(-1, 1, size=(N, cfg.n_out))
-    net = Network([np.asfortranarray(cfg.init_gain * w, np.float32) for w in W], [v.astype(np.float32) for v in b],
-                  [np.asfortranarray(cfg.init_gain * y, np.float32) for y in Y])
+    net = Network([np.asfortranarray(gain * w, np.float32) for w in W], [v.astype(np.float32) for v in b],
+                  [np.asfortranarray(gain * y, np.float32) for y in Y])
     if cfg.sparse_feedback > 0:   # Fig 8: zero a fraction of Y (without replacement), scale the rest
         for k in range(L):
             drop = rng.choice(net.Y[k].size, int(cfg.sparse_feedback * net.Y[k].size), replace=False)
@@ -730,68 +707,32 @@ def jacobians(net, V_out_f, cfg):
     return J_beta, J_gamma
 
 
-BLOCK = 500    # examples between updates of the running weight average and of a linear rate schedule
-
-
-def copy_weights(net):
-    """A Network with copies of net's W and b (the start of a running average); Y is shared."""
-    return Network([w.copy(order="F") for w in net.W], [v.copy() for v in net.b], net.Y, net.Y_mask)
-
-
-def polyak(avg, net, n, cfg):
-    """Move the running average `avg` towards net's W and b after n more examples:
-    avg <- d avg + (1 - d) net, d = 2**(-n / avg_halflife). An evaluation device (Polyak-Ruppert
-    averaging of the weights), not part of the paper's model: learning only ever uses net."""
-    d = 0.5 ** (n / cfg.avg_halflife)
-    for a, w in zip(avg.W + avg.b, net.W + net.b):
-        a *= d
-        a += (1 - d) * w
-
-
-def train_epoch(net, state, X, y, cfg, rng, record_every=0, progress=None, jit=True, avg=None, run=None):
+def train_epoch(net, state, X, y, cfg, rng, record_every=0, progress=None, jit=True):
     """Train on X, y in the given order, one example at a time. Returns per-example arrays
     (L0, L1, correct, angle), total spikes per population ("n_spikes", spiking mode) and every
-    `record_every`-th example's full info in "records". With avg (a copy_weights Network), the
-    running average follows net every BLOCK examples (1,000 in rate mode) and at the end.
-    With eta_schedule "linear", run = (examples trained before X, examples in the whole run): each
-    block of examples learns with linear_etas at its middle example."""
-    if avg is not None and not cfg.avg_halflife > 0:
-        raise ValueError("train_epoch(avg=...) needs Config.avg_halflife > 0 (the half-life of the average, "
-                         "in examples); set it, or pass avg=None")
+    `record_every`-th example's full info in "records"."""
     N = len(X)
-    if cfg.eta_schedule == "linear" and (run is None or not 0 <= run[0] <= run[1] - N):
-        raise ValueError(f"eta_schedule='linear' needs train_epoch(run=(examples before, examples in the whole "
-                         f"run)) with room for these {N} examples; got run={run}")
-
-    def block_cfg(a, n):                 # the config for examples a .. a+n-1 of X
-        return cfg if cfg.eta_schedule != "linear" else linear_etas(cfg, run[0] + a + n / 2, run[1])
     out = {"L0": np.zeros(N), "L1": np.zeros(N), "correct": np.zeros(N, bool), "angle": np.full(N, np.nan)}
     if not cfg.spiking and not cfg.symmetric_feedback and not record_every:
         for a in range(0, N, 1000):   # batched kernel calls, per-example results
             n = min(1000, N - a)
-            r = _rate_train_many(net, X[a:a + n], y[a:a + n], block_cfg(a, n), jit)
+            r = _rate_train_many(net, X[a:a + n], y[a:a + n], cfg, jit)
             for key in ("L0", "L1", "correct"):
                 out[key][a:a + n] = r[key]
-            if avg is not None:
-                polyak(avg, net, n, cfg)
             if progress:
                 progress(n)
         return out
     out["records"] = []
     n_spikes = 0
     for i in range(N):
-        if i % BLOCK == 0:
-            c = block_cfg(i, min(BLOCK, N - i))
         rec = record_every and i % record_every == 0
-        info = train_example(net, state, X[i], y[i], c, rng, record=bool(rec), jit=jit)
+        info = train_example(net, state, X[i], y[i], cfg, rng, record=bool(rec), jit=jit)
         n_spikes = n_spikes + np.array(info.get("n_spikes", 0))
         out["L0"][i], out["L1"][i] = info["L0"], info["L1"]
         out["correct"][i] = info["pred"] == y[i]
         out["angle"][i] = info.get("angle", np.nan)
         if rec:
             out["records"].append(info)
-        if avg is not None and ((i + 1) % BLOCK == 0 or i + 1 == N):
-            polyak(avg, net, (i + 1) % BLOCK or BLOCK, cfg)
         if progress:
             progress(1)
     out["n_spikes"] = n_spikes

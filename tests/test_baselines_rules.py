@@ -423,9 +423,8 @@ def cli(*argv):
 def test_divergence_is_reported_in_the_json_without_a_traceback(rule, tmp_path):
     path = tmp_path / "d.json"
     # plain SGD with lr 10 on a linear output with squared error grows the weights geometrically to inf
-    r = cli("--train", rule, "--dataset", "digits", "--hidden", "32", "--optimizer", "sgd", "--loss", "mse",
-            "--output", "linear", "--lr", "10", "--schedule", "parallel", "--epochs", "3", "--quiet",
-            "--json", str(path))
+    r = cli("--train", rule, "--dataset", "digits", "--hidden", "32", "--set", "optimizer=sgd", "loss=mse",
+            "output=linear", "schedule=parallel", "--lr", "10", "--epochs", "3", "--quiet", "--json", str(path))
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     assert "diverged" in r.stderr and "smaller --lr" in r.stderr
     res = json.loads(path.read_text())
@@ -435,8 +434,8 @@ def test_divergence_is_reported_in_the_json_without_a_traceback(rule, tmp_path):
 def test_rule_settings_reach_the_config_from_the_command_line(tmp_path):
     path = tmp_path / "ao.json"
     r = cli("--train", "aosdtp", "--dataset", "digits", "--hidden", "16", "16", "--epochs", "1", "--quiet",
-            "--schedule", "parallel", "--sigma", "0.05", "--lr-inv", "2e-4", "--n-aux", "24", "--alpha", "0.05",
-            "--phase-steps", "7", "--json", str(path))
+            "--set", "schedule=parallel", "sigma=0.05", "lr_inv=2e-4", "n_aux=24", "alpha=0.05", "phase_steps=7",
+            "--json", str(path))
     assert r.returncode == 0, r.stderr
     cfg = json.loads(path.read_text())["config"]
     assert (cfg["schedule"], cfg["sigma"], cfg["lr_inv"], cfg["n_aux"], cfg["alpha"], cfg["phase_steps"]) == \
@@ -452,6 +451,6 @@ def test_alternating_phase_defaults_to_one_epoch(tmp_path):
 
 
 def test_bad_rule_setting_on_the_command_line_is_a_clear_error(tmp_path):
-    r = cli("--train", "sdtp", "--dataset", "digits", "--loss", "mse", "--out", str(tmp_path))
+    r = cli("--train", "sdtp", "--dataset", "digits", "--set", "loss=mse", "--out", str(tmp_path))
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "output='sigmoid'" in r.stderr

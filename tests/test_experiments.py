@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -70,97 +71,40 @@ def test_missing_data_directory_offline_names_the_directory(tmp_path):
 
 def test_sdnn_settings_from_the_command_line_keep_the_preset():
     import experiments
-    args = experiments.parse(["--train", "sdnn", "--preset", "original_code", "--etas", "0.1", "0.2",
-                              "--set", "g_a=0.05", "init_gain=0.5"])
-    cfg = experiments.sdnn_config(args)
-    assert (cfg.g_a, cfg.init_gain, cfg.etas) == (0.05, 0.5, (0.1, 0.2))
+    args = experiments.parse(["--train", "sdnn", "--preset", "original_code",
+                              "--set", "etas=0.1,0.2", "g_a=0.05", "init_gain=0.5"])
+    cfg, sched = experiments.sdnn_settings(args)
+    assert (cfg.g_a, cfg.etas, sched.init_gain) == (0.05, (0.1, 0.2), 0.5)       # model and run settings apart
     assert (cfg.psp, cfg.window, cfg.test_ms) == ("truncated10", "last20", 250)   # the preset's own fields
     with pytest.raises(ValueError, match="--set g_q=1: expected KEY=VALUE with KEY one of .*g_a"):
-        experiments.sdnn_config(experiments.parse(["--train", "sdnn", "--set", "g_q=1"]))
+        experiments.sdnn_settings(experiments.parse(["--train", "sdnn", "--set", "g_q=1"]))
+    with pytest.raises(ValueError, match="--lr: sdnn has no single lr"):        # not silently ignored
+        experiments.sdnn_settings(experiments.parse(["--train", "sdnn", "--lr", "0.1"]))
+    with pytest.raises(ValueError, match="--set etas"):                          # no paper rates for 300 units
+        experiments.sdnn_settings(experiments.parse(["--train", "sdnn", "--hidden", "300"]))
 
 
-def test_baseline_settings_from_the_command_line_reach_the_config():
+def test_baseline_settings_from_the_command_line_reach_the_config(tmp_path):
     import experiments
-    args = experiments.parse(["--train", "sdtp", "--hidden", "8", "8", "--lr-inv", "3e-5",
-                              "--set", "beta2=0.99", "eps_inv=1e-3"])
-    cfg = experiments.baseline_config(args, 64, 10, 1000)
-    assert (cfg.sizes, cfg.lr_inv, cfg.beta2, cfg.eps_inv) == ((64, 8, 8, 10), 3e-5, 0.99, 1e-3)
-    assert cfg.phase_steps == 10                       # one alternating phase = one epoch of 1000 at batch 100
+    data = experiments.Split(np.zeros((1000, 64)), np.zeros(1000, int), None, None, None, np.zeros(1, int), 10)
+    args = experiments.parse(["--train", "sdtp", "--hidden", "8", "8", "--set", "lr_inv=3e-5", "beta2=0.99",
+                              "eps_inv=1e-3"])
+    cfg = experiments.cli_minibatch(args, data, np.random.default_rng(0)).config
+    assert (cfg["sizes"], cfg["lr_inv"], cfg["beta2"], cfg["eps_inv"]) == ([64, 8, 8, 10], 3e-5, 0.99, 1e-3)
+    assert cfg["phase_steps"] == 10                    # one alternating phase = one epoch of 1000 at batch 100
     with pytest.raises(ValueError, match="--set beta=0.9: expected KEY=VALUE with KEY one of .*beta2"):
-        experiments.baseline_config(experiments.parse(["--train", "bp", "--set", "beta=0.9"]), 64, 10, 1000)
+        experiments.cli_minibatch(experiments.parse(["--train", "bp", "--set", "beta=0.9"]), data, None)
+    with pytest.raises(ValueError, match="--lr and --set lr=...: give one of them"):
+        experiments.cli_minibatch(experiments.parse(["--train", "bp", "--lr", "0.1", "--set", "lr=0.2"]), data, None)
 
 
-def test_interrupt_keeps_the_epochs_already_computed():
+def test_default_hidden_layer_works_for_every_rule(tmp_path):
+    """Every rule trains with the default --hidden (one layer of 500) without further settings."""
     import experiments
-    result = {"epochs": 2, "test_error": [0.5, 0.4]}
-    with experiments.keep_on_interrupt(result):
-        raise KeyboardInterrupt
-    assert result["interrupted"] is True and result["test_error"] == [0.5, 0.4]
-
-
-def test_train_sdnn_decays_the_rates_after_each_epoch(monkeypatch):
-    """--set eta_decay reaches every epoch's training: etas * eta_decay**epoch, not the constant etas."""
-    import numpy as np
-
-    import experiments
-    import sdnn
-    seen = []
-
-    def epoch(net, state, X, y, cfg, rng, progress=None, avg=None, run=None):
-        seen.append(cfg.etas)
-        n = len(X)
-        return {"angle": np.full(n, np.nan), "L0": np.zeros(n), "L1": np.zeros(n), "correct": np.zeros(n)}
-    monkeypatch.setattr(sdnn, "train_epoch", epoch)
-    monkeypatch.setattr(sdnn, "predict", lambda net, X, cfg, rng, n_jobs=1: np.zeros(len(X), int))
-    args = experiments.parse(["--train", "sdnn", "--dataset", "digits", "--hidden", "8", "--etas", "0.4", "0.2",
-                              "--set", "eta_decay=0.5", "--epochs", "3", "--quiet"])
-    experiments.train_sdnn(args)
-    assert seen == [(0.4, 0.2), (0.2, 0.1), (0.1, 0.05)]
-
-
-def test_train_sdnn_tells_a_linear_schedule_where_each_epoch_sits(monkeypatch):
-    """--set eta_schedule=linear: every epoch's train_epoch gets run = (examples before it, examples in all
-    epochs), so that the rates fall to 0 at the end of the last epoch, and the etas are not decayed twice."""
-    import numpy as np
-
-    import experiments
-    import sdnn
-    seen = []
-
-    def epoch(net, state, X, y, cfg, rng, progress=None, avg=None, run=None):
-        seen.append((cfg.etas, run))
-        n = len(X)
-        return {"angle": np.full(n, np.nan), "L0": np.zeros(n), "L1": np.zeros(n), "correct": np.zeros(n)}
-    monkeypatch.setattr(sdnn, "train_epoch", epoch)
-    monkeypatch.setattr(sdnn, "predict", lambda net, X, cfg, rng, n_jobs=1: np.zeros(len(X), int))
-    args = experiments.parse(["--train", "sdnn", "--dataset", "digits", "--hidden", "8", "--etas", "0.4", "0.2",
-                              "--limit", "100", "--set", "eta_schedule=linear", "--epochs", "3", "--quiet"])
-    experiments.train_sdnn(args)
-    assert seen == [((0.4, 0.2), (0, 300)), ((0.4, 0.2), (100, 300)), ((0.4, 0.2), (200, 300))]
-
-
-def test_train_sdnn_tests_the_weight_average(monkeypatch):
-    """--set avg_halflife=N: val and test see the running average, not the weights that learn. Each fake
-    epoch of 100 examples adds 1 to W; with a half-life of 100 the average moves half-way: +0.5, then +1.25."""
-    import numpy as np
-
-    import experiments
-    import sdnn
-
-    def epoch(net, state, X, y, cfg, rng, progress=None, avg=None, run=None):
-        net.W[0] += 1.0
-        sdnn.polyak(avg, net, len(X), cfg)
-        n = len(X)
-        return {"angle": np.full(n, np.nan), "L0": np.zeros(n), "L1": np.zeros(n), "correct": np.zeros(n)}
-    tested = []
-    monkeypatch.setattr(sdnn, "train_epoch", epoch)
-    monkeypatch.setattr(sdnn, "predict", lambda net, X, cfg, rng, n_jobs=1:
-                        tested.append(float(net.W[0].mean())) or np.zeros(len(X), int))
-    args = experiments.parse(["--train", "sdnn", "--dataset", "digits", "--hidden", "8", "--etas", "0.2", "0.2",
-                              "--limit", "100", "--set", "avg_halflife=100", "--epochs", "2", "--quiet"])
-    experiments.train_sdnn(args)
-    shift = np.array(tested) - tested[0]                        # initial test, then val and test per epoch
-    np.testing.assert_allclose(shift, [0, 0.5, 0.5, 1.25, 1.25], atol=1e-5)
+    for rule in sorted(experiments.TRAINERS):
+        r = run("--train", rule, "--dataset", "digits", "--epochs", "1", "--limit", "200", "--quick", "--quiet",
+                "--out", str(tmp_path), *(["--set", "epochs_unsup=1"] if rule == "kh" else []))
+        assert r.returncode == 0, (rule, r.stderr)
 
 
 @pytest.mark.parametrize("rule,hidden", [("aosdtp", ["16"]), ("eqprop", ["16"]), ("kh", ["16"]),
@@ -179,7 +123,7 @@ def test_sdnn_retests_the_final_network_with_fresh_spikes(tmp_path):
     """--retests N: N more spiking tests of the final network (Fig 6B); they differ, and agree with the last test."""
     import statistics
     path = tmp_path / "r.json"
-    r = run("--train", "sdnn", "--dataset", "digits", "--hidden", "20", "--etas", "0.2", "0.2", "--limit", "1000",
+    r = run("--train", "sdnn", "--dataset", "digits", "--hidden", "20", "--set", "etas=0.2,0.2", "--limit", "1000",
             "--epochs", "2", "--retests", "4", "--quiet", "--json", str(path), "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr
     res = json.loads(path.read_text())

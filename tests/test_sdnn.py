@@ -348,9 +348,6 @@ def test_config_derived_constants_and_presets():
     assert set(sdnn.PRESETS) == {"paper", "rate", "original_code"}
     assert sdnn.ORIGINAL_CODE.psp == "truncated10" and sdnn.ORIGINAL_CODE.test_ms == 250
     assert sdnn.with_hidden(c, (500, 100)).etas == (0.23, 0.23, 0.12)
-    assert sdnn.epoch_etas(c, 3).etas == c.etas                 # the paper's rates stay constant
-    decayed = replace(c, etas=(0.84, 0.0525), eta_decay=0.5)
-    assert sdnn.epoch_etas(decayed, 2).etas == pytest.approx((0.21, 0.013125))   # 0.84 / 4, 0.0525 / 4
 
 
 @pytest.mark.parametrize("change,field", [
@@ -358,65 +355,10 @@ def test_config_derived_constants_and_presets():
     ({"test_ms": 30}, "test_ms"), ({"etas": (0.2,)}, "etas"), ({"psp": "gauss"}, "psp"),
     ({"window": "last30"}, "window"), ({"sparse_feedback": 1.0}, "sparse_feedback"),
     ({"hidden": (500, 0), "etas": (1, 1, 1)}, "hidden"), ({"tau_s": 10.0}, "tau_s"),
-    ({"eta_decay": 0.0}, "eta_decay"), ({"eta_decay": 1.5}, "eta_decay"), ({"avg_halflife": -1}, "avg_halflife"),
-    ({"eta_schedule": "cosine"}, "eta_schedule"), ({"eta_schedule": "linear", "eta_decay": 0.7}, "eta_decay"),
 ])
 def test_config_validation_names_the_field(change, field):
     with pytest.raises(ValueError, match=f"Config.{field}"):
         replace(sdnn.PAPER, **change)
-
-
-@pytest.mark.parametrize("spiking", [True, False], ids=["spiking", "rate"])
-def test_weight_average_follows_the_snapshots_by_hand(spiking):
-    """train_epoch(avg=...) on 1,100 examples equals the average worked out by hand from snapshots of a
-    twin trained on the same draws: every BLOCK (rate mode: 1,000) examples and at the end."""
-    cfg = replace(SMALL, hidden=(20,), avg_halflife=700.0, spiking=spiking, spiking_feedback=spiking,
-                  random_phase_lengths=spiking, etas=(0.5, 0.5))
-    X, y = _inputs(np.random.default_rng(3), 1100)
-    net = sdnn.init_weights(64, cfg, np.random.default_rng(0))
-    avg = sdnn.copy_weights(net)
-    sdnn.train_epoch(net, sdnn.init_state(net), X, y, cfg, np.random.default_rng(1), avg=avg)
-
-    twin = sdnn.init_weights(64, cfg, np.random.default_rng(0))
-    state, rng = sdnn.init_state(twin), np.random.default_rng(1)
-    expect = [np.array(w, np.float64) for w in twin.W + twin.b]
-    step = sdnn.BLOCK if spiking else 1000
-    for a in range(0, 1100, step):
-        sdnn.train_epoch(twin, state, X[a:a + step], y[a:a + step], cfg, rng)
-        d = 2.0 ** (-len(X[a:a + step]) / 700.0)
-        expect = [d * e + (1 - d) * w for e, w in zip(expect, twin.W + twin.b)]
-    for got, want, w in zip(avg.W + avg.b, expect, net.W + net.b):
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
-        assert np.abs(got - w).max() > 1e-3                     # the average lags the weights it follows
-    assert avg.Y is net.Y
-    with pytest.raises(ValueError, match="avg_halflife"):         # an average needs its half-life
-        sdnn.train_epoch(net, sdnn.init_state(net), X[:2], y[:2], replace(cfg, avg_halflife=0.0),
-                         np.random.default_rng(1), avg=avg)
-
-
-@pytest.mark.parametrize("spiking", [True, False], ids=["spiking", "rate"])
-def test_linear_schedule_steps_the_rates_by_hand(spiking):
-    """eta_schedule "linear" on 1,100 examples that start at example 200 of a 2,300-example run equals a
-    twin trained block by block with constant rates set by hand to etas * (1 - middle / 2300)."""
-    cfg = replace(SMALL, hidden=(20,), spiking=spiking, spiking_feedback=spiking, random_phase_lengths=spiking,
-                  etas=(0.5, 0.5), eta_schedule="linear")
-    X, y = _inputs(np.random.default_rng(3), 1100)
-    net = sdnn.init_weights(64, cfg, np.random.default_rng(0))
-    sdnn.train_epoch(net, sdnn.init_state(net), X, y, cfg, np.random.default_rng(1), run=(200, 2300))
-
-    twin = sdnn.init_weights(64, cfg, np.random.default_rng(0))
-    state, rng = sdnn.init_state(twin), np.random.default_rng(1)
-    blocks = ([(0, 500, 450), (500, 1000, 950), (1000, 1100, 1250)] if spiking     # (from, to, middle + 200)
-              else [(0, 1000, 700), (1000, 1100, 1250)])                           # rate mode: blocks of 1,000
-    for a, z, middle in blocks:
-        f = 1 - middle / 2300
-        sdnn.train_epoch(twin, state, X[a:z], y[a:z], replace(cfg, eta_schedule="step", etas=(0.5 * f, 0.5 * f)), rng)
-    for got, want in zip(net.W + net.b, twin.W + twin.b):
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-    with pytest.raises(ValueError, match="run="):                  # the schedule needs to know the run
-        sdnn.train_epoch(net, sdnn.init_state(net), X[:2], y[:2], cfg, np.random.default_rng(1))
-    with pytest.raises(ValueError, match="run="):
-        sdnn.train_epoch(net, sdnn.init_state(net), X, y, cfg, np.random.default_rng(1), run=(2000, 2300))
 
 
 def test_with_hidden_rejects_unknown_architecture():

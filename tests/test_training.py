@@ -1,0 +1,218 @@
+"""The training loop (experiments.fit): the run schedule of sdnn, checkpoints and resume, interrupts."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+import baselines
+import experiments
+import sdnn
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = replace(sdnn.PAPER, hidden=(20,), etas=(0.5, 0.5))
+TIMING = ("seconds_per_epoch", "eval_seconds_per_epoch", "pre_seconds_per_epoch", "command", "interrupted")
+
+
+def _inputs(rng, n, n_in=64):
+    X = np.where(rng.random((n, n_in)) < 0.3, rng.random((n, n_in)), 0.0).astype(np.float32)
+    return X, rng.integers(0, 10, n)
+
+
+def _model(cfg, avg=False):
+    net = sdnn.init_weights(64, cfg, np.random.default_rng(0))
+    return {"net": net, "state": sdnn.init_state(net), "avg": experiments.copy_weights(net) if avg else None}
+
+
+@pytest.mark.parametrize("spiking", [True, False], ids=["spiking", "rate"])
+def test_weight_average_follows_the_snapshots_by_hand(spiking):
+    """avg_halflife on 1,100 examples equals the average worked out by hand from snapshots of a twin
+    trained on the same draws: every block (500 examples; rate mode: 1,000) and at the end."""
+    cfg = replace(SMALL, spiking=spiking, spiking_feedback=spiking, random_phase_lengths=spiking)
+    X, y = _inputs(np.random.default_rng(3), 1100)
+    m = _model(cfg, avg=True)
+    experiments.sdnn_epoch(m, X, y, cfg, experiments.Schedule(avg_halflife=700.0), np.random.default_rng(1), 0, 1100)
+
+    twin = _model(cfg)["net"]
+    state, rng = sdnn.init_state(twin), np.random.default_rng(1)
+    expect = [np.array(w, np.float64) for w in twin.W + twin.b]
+    step = 500 if spiking else 1000
+    for a in range(0, 1100, step):
+        sdnn.train_epoch(twin, state, X[a:a + step], y[a:a + step], cfg, rng)
+        d = 2.0 ** (-len(X[a:a + step]) / 700.0)
+        expect = [d * e + (1 - d) * w for e, w in zip(expect, twin.W + twin.b)]
+    for got, want, w in zip(m["avg"].W + m["avg"].b, expect, m["net"].W + m["net"].b):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+        assert np.abs(got - w).max() > 1e-3                     # the average lags the weights it follows
+    assert m["avg"].Y is m["net"].Y
+
+
+@pytest.mark.parametrize("spiking", [True, False], ids=["spiking", "rate"])
+def test_linear_schedule_steps_the_rates_by_hand(spiking):
+    """eta_schedule "linear", epoch 1 (the second) of 1,100 examples in a 3,300-example run, equals a twin
+    trained block by block with constant rates set by hand to etas * (1 - middle / 3300)."""
+    cfg = replace(SMALL, spiking=spiking, spiking_feedback=spiking, random_phase_lengths=spiking)
+    X, y = _inputs(np.random.default_rng(3), 1100)
+    m = _model(cfg)
+    experiments.sdnn_epoch(m, X, y, cfg, experiments.Schedule(eta_schedule="linear"), np.random.default_rng(1), 1, 3300)
+
+    twin = _model(cfg)["net"]
+    state, rng = sdnn.init_state(twin), np.random.default_rng(1)
+    blocks = ([(0, 500, 1350), (500, 1000, 1850), (1000, 1100, 2150)] if spiking   # (from, to, 1100 + middle)
+              else [(0, 1000, 1600), (1000, 1100, 2150)])                          # rate mode: blocks of 1,000
+    for a, z, middle in blocks:
+        f = 1 - middle / 3300
+        sdnn.train_epoch(twin, state, X[a:z], y[a:z], replace(cfg, etas=(0.5 * f, 0.5 * f)), rng)
+    for got, want in zip(m["net"].W + m["net"].b, twin.W + twin.b):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("change,word", [({"eta_decay": 0.0}, "eta_decay"), ({"eta_decay": 1.5}, "eta_decay"),
+                                         ({"avg_halflife": -1}, "avg_halflife"), ({"eta_schedule": "cosine"},
+                                         "eta_schedule"), ({"eta_schedule": "linear", "eta_decay": 0.7}, "eta_decay")])
+def test_schedule_validation_names_the_field(change, word):
+    with pytest.raises(ValueError, match=word):
+        experiments.Schedule(**change)
+
+
+def test_sdnn_config_holds_the_paper_model_only():
+    """The training devices are the run's (Schedule), not fields of the paper's model."""
+    fields = set(sdnn.Config.__dataclass_fields__)
+    assert not fields & {"eta_decay", "eta_schedule", "avg_halflife", "init_gain"}
+
+
+def _fake_sdnn(monkeypatch, seen, shift_W=False):
+    def train_epoch(net, state, X, y, cfg, rng, progress=None):
+        seen.append((cfg.etas, len(X)))
+        if shift_W:
+            net.W[0] += 1.0
+        n = len(X)
+        return {"angle": np.full(n, np.nan), "L0": np.zeros(n), "L1": np.zeros(n), "correct": np.zeros(n, bool)}
+    monkeypatch.setattr(sdnn, "train_epoch", train_epoch)
+
+
+def _cli(tmp_path, *argv):
+    return experiments.main(["--dataset", "digits", "--quiet", "--out", str(tmp_path), *argv])
+
+
+def test_cli_schedule_decays_the_rates_after_each_epoch(monkeypatch, tmp_path):
+    """--set eta_decay reaches every epoch's training: etas * eta_decay**epoch; the Config keeps the paper's."""
+    seen = []
+    _fake_sdnn(monkeypatch, seen)
+    monkeypatch.setattr(sdnn, "predict", lambda net, X, cfg, rng, n_jobs=1: np.zeros(len(X), int))
+    _cli(tmp_path, "--train", "sdnn", "--hidden", "8", "--set", "etas=0.4,0.2", "eta_decay=0.5", "--epochs", "3",
+         "--limit", "100")
+    assert seen == [((0.4, 0.2), 100), ((0.2, 0.1), 100), ((0.1, 0.05), 100)]
+    res = json.loads((tmp_path / "sdnn_digits.json").read_text())
+    assert res["config"]["etas"] == [0.4, 0.2] and res["schedule"]["eta_decay"] == 0.5
+
+
+def test_cli_linear_schedule_falls_over_the_whole_run(monkeypatch, tmp_path):
+    """--set eta_schedule=linear, 3 epochs of 600 examples: blocks of 500 learn at their middle example's rate."""
+    seen = []
+    _fake_sdnn(monkeypatch, seen)
+    monkeypatch.setattr(sdnn, "predict", lambda net, X, cfg, rng, n_jobs=1: np.zeros(len(X), int))
+    _cli(tmp_path, "--train", "sdnn", "--hidden", "8", "--set", "etas=0.4,0.2", "eta_schedule=linear",
+         "--epochs", "3", "--limit", "600")
+    middles = [250, 550, 850, 1150, 1450, 1750]
+    assert [n for _, n in seen] == [500, 100] * 3
+    for (etas, _), mid in zip(seen, middles):
+        assert etas == (0.4 * (1 - mid / 1800), 0.2 * (1 - mid / 1800))
+
+
+def test_cli_tests_the_weight_average(monkeypatch, tmp_path):
+    """--set avg_halflife=N: val and test see the running average, not the weights that learn. Each fake
+    epoch of 100 examples adds 1 to W; with a half-life of 100 the average moves half-way: +0.5, then +1.25."""
+    tested = []
+    _fake_sdnn(monkeypatch, [], shift_W=True)
+    monkeypatch.setattr(sdnn, "predict", lambda net, X, cfg, rng, n_jobs=1:
+                        tested.append(float(net.W[0].mean())) or np.zeros(len(X), int))
+    _cli(tmp_path, "--train", "sdnn", "--hidden", "8", "--set", "etas=0.2,0.2", "avg_halflife=100",
+         "--limit", "100", "--epochs", "2")
+    shift = np.array(tested) - tested[0]                        # initial test, then val and test per epoch
+    np.testing.assert_allclose(shift, [0, 0.5, 0.5, 1.25, 1.25], atol=1e-5)
+
+
+def _same_run(a, b):
+    a, b = (json.loads(p.read_text()) for p in (a, b))
+    for key in TIMING:
+        a.pop(key, None), b.pop(key, None)
+    assert a == b
+
+
+def _interrupt_after(monkeypatch, module, name, calls):
+    """Make module.name raise KeyboardInterrupt after its `calls`-th call has run (mid-epoch: the model
+    has already changed since the last checkpoint)."""
+    real, count = getattr(module, name), [0]
+
+    def wrapped(*a, **k):
+        out = real(*a, **k)
+        count[0] += 1
+        if count[0] == calls:
+            raise KeyboardInterrupt
+        return out
+    monkeypatch.setattr(module, name, wrapped)
+
+
+@pytest.mark.parametrize("rule,argv,module,name,calls", [
+    ("bp", ["--hidden", "16"], baselines, "step", 15),                   # 10 minibatches per epoch
+    ("dtp", ["--hidden", "16", "16"], baselines, "step", 15),
+    ("eqprop", ["--hidden", "16", "--batch", "50"], baselines, "eqprop_step", 30),
+    ("sdnn", ["--hidden", "20", "--set", "etas=0.2,0.2", "eta_schedule=linear", "avg_halflife=300",
+              "--limit", "600", "--retests", "2"], sdnn, "train_epoch", 3),   # blocks of 500 + 100
+])
+def test_resume_after_an_interrupt_gives_the_uninterrupted_result(rule, argv, module, name, calls, tmp_path,
+                                                                  monkeypatch):
+    """Interrupt a run in its second epoch, resume it: the JSON equals an uninterrupted run's, bit for bit."""
+    whole, cut = tmp_path / "whole.json", tmp_path / "cut.json"
+    common = ["--train", rule, *argv, "--epochs", "3", "--seed", "4"]
+    _cli(tmp_path, *common, "--json", str(whole))
+    with monkeypatch.context() as patch:
+        _interrupt_after(patch, module, name, calls)
+        _cli(tmp_path, *common, "--json", str(cut))
+    stopped = json.loads(cut.read_text())
+    assert stopped["interrupted"] and stopped["epochs"] == 1 and not stopped["finished"]
+    _cli(tmp_path, *common, "--json", str(cut), "--resume")
+    _same_run(whole, cut)
+
+
+def test_resume_refuses_another_runs_checkpoint(tmp_path, capsys):
+    path = str(tmp_path / "r.json")
+    _cli(tmp_path, "--train", "bp", "--hidden", "8", "--epochs", "1", "--json", path)
+    with pytest.raises(SystemExit) as exit_:
+        _cli(tmp_path, "--train", "bp", "--hidden", "8", "--lr", "0.01", "--epochs", "2", "--json", path, "--resume")
+    assert exit_.value.code == 2 and "other settings (config)" in capsys.readouterr().err
+
+
+def test_unwritable_output_fails_before_training(tmp_path):
+    (tmp_path / "file").write_text("")
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "experiments.py"), "--train", "bp", "--dataset", "digits",
+                        "--json", str(tmp_path / "file" / "r.json")], capture_output=True, text=True)
+    assert r.returncode == 2 and "cannot write" in r.stderr and "epoch" not in r.stdout
+
+
+def test_sigterm_saves_the_epochs_and_resume_finishes_the_run(tmp_path):
+    """A real process, stopped by SIGTERM after its first epoch: the JSON keeps the finished epochs, no
+    progress bar floods the redirected output, and --resume ends where an uninterrupted run ends."""
+    common = [sys.executable, os.path.join(ROOT, "experiments.py"), "--train", "sdnn", "--dataset", "digits",
+              "--hidden", "20", "--set", "etas=0.2,0.2", "--epochs", "4", "--out", str(tmp_path)]
+    whole, cut = tmp_path / "whole.json", tmp_path / "cut.json"
+    subprocess.run(common + ["--json", str(whole)], check=True, capture_output=True)
+    p = subprocess.Popen(common + ["--json", str(cut)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and p.poll() is None:
+        if cut.exists() and json.loads(cut.read_text())["epochs"] >= 1:
+            p.send_signal(signal.SIGTERM)
+            break
+        time.sleep(0.02)
+    out, err = p.communicate(timeout=120)
+    stopped = json.loads(cut.read_text())
+    assert p.returncode == 0 and stopped["interrupted"] and 1 <= stopped["epochs"] < 4, err
+    assert "\r" not in err and "\r" not in out
+    subprocess.run(common + ["--json", str(cut), "--resume"], check=True, capture_output=True)
+    _same_run(whole, cut)
