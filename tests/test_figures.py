@@ -1,0 +1,102 @@
+"""figures.py and studies.py in-process: compute -> save -> load -> plot -> PNG + PDF, same seed same
+numbers, and Fig 4B's statistics against the inverse Gaussian's closed form."""
+import math
+import os
+
+import numpy as np
+import pytest
+from conftest import data_dir_or_skip
+from matplotlib.figure import Figure
+from scipy import stats
+
+import figures
+import sdnn
+import studies
+
+# every figure and study (the quick sdnn_fidelity takes about 20 s, most of it spiking tests)
+ENTRIES = [(name, *entry) for name, entry in {**figures.FIGURES, **studies.STUDIES}.items()]
+
+
+def assert_same(a, b):
+    """Equal dicts: arrays elementwise (and of the same dtype), everything else with ==."""
+    assert sorted(a) == sorted(b)
+    for key in a:
+        if isinstance(a[key], np.ndarray):
+            assert a[key].dtype == b[key].dtype, key
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+        else:
+            assert a[key] == b[key], key
+
+
+@pytest.mark.parametrize("name,compute,plot,model", ENTRIES)
+def test_compute_save_load_plot(name, compute, plot, model, tmp_path):
+    cfg = figures.FigConfig(dataset="mnist", data_dir=data_dir_or_skip("mnist"), model=model)
+    data = compute(cfg, np.random.default_rng(0), quick=True)
+    stem = str(tmp_path / name)
+    figures.save_data(data, stem, meta={"config": cfg, "command": ["--fig", name, "--quick"]})
+    assert sorted(os.listdir(tmp_path)) == [f"{name}.json", f"{name}.npz"]      # no temporary files left
+    assert_same(figures.load_data(stem), data)
+    fig = plot(figures.load_data(stem))
+    assert isinstance(fig, Figure)
+    png, pdf = figures.save_figure(fig, stem)
+    assert (png, pdf) == (stem + ".png", stem + ".pdf")
+    with open(png, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    with open(pdf, "rb") as f:
+        content = f.read()
+    assert content.startswith(b"%PDF") and b"/FontFile2" in content and b"/Type3" not in content
+
+
+@pytest.mark.parametrize("name", ["3", "4"])
+def test_same_seed_same_numbers(name):
+    compute, _, model = figures.FIGURES[name]
+    cfg = figures.FigConfig(data_dir=data_dir_or_skip("mnist") if name == "3" else None, model=model)
+    a, b = (compute(cfg, np.random.default_rng(7), quick=True) for _ in range(2))
+    assert_same(a, b)
+    c = compute(cfg, np.random.default_rng(8), quick=True)
+    key = "f" if name == "3" else "density_continuous"
+    assert not np.array_equal(a[key], c[key])
+
+
+def test_fig4_statistics_match_the_inverse_gaussian():
+    """Wald(mu = 2, lambda = 1) has mean mu and variance mu^3 / lambda = 8, so 50 + Wald has mean 52;
+    the code's 50 + int(Wald) is under 60 ms exactly when Wald < 10 (scipy's invgauss(mu / lambda,
+    scale=lambda) is the same law). Tolerances: 5 standard errors of the sample size."""
+    d = figures.fig4(figures.FigConfig(model=sdnn.PAPER), np.random.default_rng(1), quick=True)
+    n = d["n"]
+    assert abs(d["mean_continuous_ms"] - 52.0) < 5 * math.sqrt(8 / n)
+    assert abs(d["sd_continuous_ms"] - math.sqrt(8)) < 0.1 * math.sqrt(8)
+    p = stats.invgauss(2.0, scale=1.0).cdf(10.0)
+    assert abs(d["fraction_truncated_50_to_60"] - p) < 5 * math.sqrt(p * (1 - p) / n)
+    assert d["fraction_truncated_50_to_60"] + d["fraction_truncated_ge_60"] == 1.0
+    assert d["mean_truncated_ms"] < d["mean_continuous_ms"]                        # int() floors
+    for kind in ("continuous", "truncated"):                                        # densities integrate to 1
+        assert math.isclose(np.sum(d[f"density_{kind}"] * np.diff(d[f"edges_{kind}"])), 1.0)
+
+
+def test_load_data_of_a_missing_stem_says_what_to_do(tmp_path):
+    stem = str(tmp_path / "fig9")
+    with pytest.raises(FileNotFoundError, match=r"fig9\.json.*run without --replot first"):
+        figures.load_data(stem)
+
+
+def test_save_data_rejects_what_json_cannot_hold(tmp_path):
+    with pytest.raises(TypeError, match="top level"):
+        figures.save_data({"nested": [np.zeros(3)]}, str(tmp_path / "x"), meta={})
+
+
+def test_bench_sdnn_reports_ranges_and_the_reference_phase(monkeypatch):
+    """The speed-up over the original code is a range (its lowest and highest measured times), and a
+    reference_phase in sdnn is timed against the kernel."""
+    calls = []
+    monkeypatch.setattr(figures.sdnn, "reference_phase", lambda *a: calls.append(a[2]), raising=False)
+    train_s, test_s = 1e-3, 2e-3                                   # 1 ms per training example, 2 ms per test
+    out = studies._vs_original_code("784-500-10", train_s, test_s, 500)
+    assert out["speedup_vs_original_train"] == pytest.approx([16.0, 20.8])
+    assert out["speedup_vs_original_test_per_ms"] == pytest.approx([42.6 / 250 / (2 / 500), 56.4 / 250 / (2 / 500)])
+    net = sdnn.init_weights(784, sdnn.PAPER, np.random.default_rng(0))
+    X = np.random.default_rng(1).random((2, 784)).astype(np.float32) * 0.5
+    out = studies._in_run_references(net, sdnn.init_state(net), X, np.array([3, 5]), sdnn.PAPER,
+                                     np.random.default_rng(2), True, train_s, test_s)
+    assert calls == [500, 500] and out["numpy_twin_ms_per_train_example"] > 0
+    assert out["reference_over_kernel_test"] == pytest.approx(out["reference_ms_per_test_example"] / 2)
