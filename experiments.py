@@ -514,15 +514,16 @@ def rule_config(cls, items, **given):
     return cls(**given)
 
 
-def shorthands(args, cls, lr="lr", batch="batch"):
-    """--lr and --batch as fields of cls (None: the rule has no such field); an error if --set sets them too."""
+def shorthands(args, lr="lr", batch="batch", instead=""):
+    """--lr and --batch as config fields (None: the rule has no such field, use `instead`); an error if
+    --set sets them too."""
     given = {}
     for flag, name in (("lr", lr), ("batch", batch)):
         value = getattr(args, flag)
         if value is None:
             continue
         if name is None:
-            raise ValueError(f"--{flag}: {args.train} has no single {flag}; use --set with its config's fields")
+            raise ValueError(f"--{flag}: {args.train} has no single {flag}; {instead or 'use --set with its fields'}")
         if any(item.partition("=")[0] == name for item in args.set or []):
             raise ValueError(f"--{flag} and --set {name}=...: give one of them")
         given[name] = value
@@ -543,7 +544,7 @@ def load_split(args):
 
 @register(TRAINERS, *baselines.RULES)
 def cli_minibatch(args, data, rng):
-    given = shorthands(args, baselines.Config)
+    given = shorthands(args)
     items = dict(item.partition("=")[::2] for item in args.set or [])
     if items.get("loss") == "mse" and "output" not in items:
         given["output"] = "sigmoid"
@@ -559,7 +560,7 @@ def sdnn_settings(args, n_out=10):
     both with --set KEY=VALUE (a field of either)."""
     if args.preset not in sdnn.PRESETS:
         raise ValueError(f"unknown --preset {args.preset!r}: choose from {sorted(sdnn.PRESETS)}")
-    shorthands(args, sdnn.Config, lr=None, batch=None)
+    shorthands(args, lr=None, batch=None, instead="it learns online with one rate per layer: --set etas=0.21,0.21")
     names = {f.name for f in dataclasses.fields(Schedule)}
     items = args.set or []
     run_items = [i for i in items if i.partition("=")[0] in names]
@@ -589,7 +590,7 @@ def cli_kh(args, data, rng):
     if len(args.hidden) != 1:
         raise ValueError(f"--hidden {' '.join(map(str, args.hidden))}: kh has one hidden layer "
                          "(the paper's MNIST network: --hidden 2000)")
-    cfg = rule_config(baselines.KHConfig, args.set, n_hidden=args.hidden[0], **shorthands(args, baselines.KHConfig))
+    cfg = rule_config(baselines.KHConfig, args.set, n_hidden=args.hidden[0], **shorthands(args))
     synapses = None
     if args.synapses:                                  # continue from saved synapses (a kh .npz)
         synapses = np.load(args.synapses)["W"]
@@ -603,7 +604,7 @@ def cli_kh(args, data, rng):
 def cli_eqprop(args, data, rng):
     given = dict(sizes=(data.x.shape[1], *args.hidden, data.n_out),
                  **baselines.EQPROP_TABLE2.get(tuple(args.hidden), {}))
-    given.update(shorthands(args, baselines.EqPropConfig, lr=None))
+    given.update(shorthands(args, lr=None, instead="one rate per layer: --set alphas=0.1,0.05"))
     return eqprop_trainer(rule_config(baselines.EqPropConfig, args.set, **given), data, rng)
 
 
@@ -613,7 +614,7 @@ def cli_microcircuit(args, data, rng):
     if args.lr is not None:                           # one rate for every bottom-up layer
         given["etas"] = (args.lr,) * (len(args.hidden) + 1)
         args.lr = None
-    given.update(shorthands(args, baselines.MicrocircuitConfig, lr=None))
+    given.update(shorthands(args, lr=None))
     return microcircuit_trainer(rule_config(baselines.MicrocircuitConfig, args.set, **given), data, rng)
 
 
@@ -650,7 +651,8 @@ def draw(args, kind):
     import studies
     table, name = (figures.FIGURES, args.fig) if kind == "fig" else (studies.STUDIES, args.study)
     if name not in table:
-        fail(f"unknown {'figure' if kind == 'fig' else 'study'} {name!r}; valid: {' '.join(sorted(table))}")
+        what = "figure" if kind == "fig" else "study"
+        fail(f"unknown {what} {name!r}; valid {'figures' if kind == 'fig' else 'studies'}: {' '.join(sorted(table))}")
     compute, plot, model = table[name]
     stem = os.path.join(args.out, f"fig{name}" if kind == "fig" and name.isdigit() else name)
     if args.replot:
@@ -660,6 +662,7 @@ def draw(args, kind):
                 stem = candidate
                 break
         data = figures.load_data(stem)
+        print(f"replotting the data of {stem}.json")
     else:
         writable(stem + ".json")
         if model is not None:

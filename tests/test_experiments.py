@@ -86,7 +86,8 @@ def test_sdnn_settings_from_the_command_line_keep_the_preset():
 
 def test_baseline_settings_from_the_command_line_reach_the_config(tmp_path):
     import experiments
-    data = experiments.Split(np.zeros((1000, 64)), np.zeros(1000, int), None, None, None, np.zeros(1, int), 10)
+    none = np.zeros((0, 64))
+    data = experiments.Split(np.zeros((1000, 64)), np.zeros(1000, int), none, none, none, np.zeros(1, int), 10)
     args = experiments.parse(["--train", "sdtp", "--hidden", "8", "8", "--set", "lr_inv=3e-5", "beta2=0.99",
                               "eps_inv=1e-3"])
     cfg = experiments.cli_minibatch(args, data, np.random.default_rng(0)).config
@@ -132,3 +133,33 @@ def test_sdnn_retests_the_final_network_with_fresh_spikes(tmp_path):
     assert res["test_retest_mean"] == pytest.approx(statistics.mean(errs))
     assert res["test_retest_sd"] == pytest.approx(statistics.stdev(errs))
     assert abs(res["test_retest_mean"] - res["test_error"][-1]) < 0.05   # the same network, the same 500 digits
+
+
+@pytest.mark.parametrize("name", ["3", "4", "kh-fields"])
+def test_every_figure_runs_quick_and_replots_from_the_command_line(name, tmp_path):
+    """--fig N --quick computes, saves the data and draws PNG + PDF; --replot redraws from that data only."""
+    import figures
+    assert set(figures.FIGURES) == {"3", "4", "kh-fields"}          # a new figure needs its smoke test here
+    stem = f"fig{name}" if name.isdigit() else name
+    r = run("--fig", name, "--quick", "--quiet", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    for ext in ("json", "png", "pdf"):
+        assert (tmp_path / f"{stem}.{ext}").exists()
+    saved = (tmp_path / f"{stem}.json").read_text()
+    (tmp_path / f"{stem}.png").unlink()
+    r = run("--fig", name, "--replot", "--out", str(tmp_path))
+    assert r.returncode == 0 and (tmp_path / f"{stem}.png").exists(), r.stderr
+    assert (tmp_path / f"{stem}.json").read_text() == saved               # nothing recomputed
+
+
+def test_study_runs_quick_from_the_command_line(tmp_path):
+    r = run("--study", "sdnn_fidelity", "--quick", "--quiet", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "sdnn_fidelity.json").exists() and (tmp_path / "sdnn_fidelity.png").exists()
+
+
+def test_replot_without_saved_data_draws_the_reference_run(tmp_path):
+    """A student sees every figure without training: --replot falls back to the committed reference/."""
+    r = run("--fig", "4", "--replot", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "fig4.png").exists() and "reference" in r.stdout
