@@ -2,6 +2,7 @@
 closed-form steady states and the spec's initialisation table. The whole file runs in about a minute."""
 import math
 from dataclasses import replace
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -48,8 +49,9 @@ def test_phase_kernel_equals_numpy_twin(cfg):
             np.testing.assert_allclose(ra, rb, atol=1e-4)
     for Wk, Wn in zip(net_k.W + net_k.b, net_n.W + net_n.b):
         np.testing.assert_allclose(Wk, Wn, rtol=1e-5, atol=1e-6)
-    for Sk, Sn in zip(st_k.S, st_n.S):
-        np.testing.assert_allclose(Sk, Sn, rtol=1e-4, atol=1e-4)
+    for name in ("u_L", "u_s", "a_L", "a_s", "V", "x_L", "x_s"):
+        for a, b in zip(getattr(st_k, name), getattr(st_n, name)):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4, err_msg=name)
     assert st_k.pos == st_n.pos
 
 
@@ -77,6 +79,55 @@ def test_rate_kernel_equals_numpy_twin():
     np.testing.assert_allclose(r_k["L0"], r_n["L0"], rtol=1e-3, atol=1e-9)
     for a, b in zip(nets[0].W + nets[0].b, nets[1].W + nets[1].b):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+# ---- the fast path against the plain paper path, reference_phase (Eqs 11-22) ----
+
+def _fixed_net(hidden, seed=0):
+    """64-hidden-10 weights that put most units where sigma is steep: with s ~ 0.1 per input, the
+    spread 1.2 / sqrt(0.015 n_in) gives dendritic potentials of SD ~1.2; Y spread 5 gives V_a ~ +-2."""
+    rng = np.random.default_rng(seed)
+    sizes = (64,) + hidden + (10,)
+    W = [rng.normal(0, 1.2 / math.sqrt(0.015 * n_in), (n_out, n_in)) for n_in, n_out in pairwise(sizes)]
+    b = [rng.normal(0, 0.5, m) for m in sizes[1:]]
+    Y = [rng.normal(0, 5.0, (m, 10)) for m in hidden]
+    net = sdnn.Network([np.asfortranarray(w, np.float32) for w in W], [v.astype(np.float32) for v in b],
+                       [np.asfortranarray(y, np.float32) for y in Y])
+    return net, rng.random(64)                                  # the image: pixels in [0, 1]
+
+
+@pytest.mark.parametrize("hidden,n", [((20,), 300), ((20, 15), 200)], ids=["64-20-10", "64-20-15-10"])
+def test_run_phase_agrees_with_reference_phase_in_distribution(hidden, n):
+    """run_phase (event-driven, thinning, float32) against reference_phase (Eqs 11-22 step by step,
+    float64): n phases each from a fresh state, same weights and image, forward and target phase, with
+    the paper's window (T = 60, settle 30) and an early one that sees the rise of the PSPs (T = 20,
+    settle 0); g_a = 0.05 so that the apical input reaches the soma. For every unit and every window
+    mean (V_a and V of each hidden layer, V and phi_out of the output), with sample variances (ddof 1),
+        z = |mean_fast - mean_ref| / sqrt(var_fast / n + var_ref / n)   must be <= 4.5.
+    P(|z| > 4.5) = 7e-6 per value if both sample the same model: 2e-3 over the 240 or 360 values.
+    Checked to fail when reference_phase drops the teaching current (max z 321), uses g_l = 0.12 in
+    its somata (16) or tau_L = 12 in its PSPs (6.2); it passes at 3.1. Not detected: a one-step lag of
+    the PSPs (the code's kappa(t - u + 1), 2.9)."""
+    for T, settle in ((60, 30), (20, 0)):
+        cfg = replace(sdnn.PAPER, hidden=hidden, etas=(0.2,) * (len(hidden) + 1), g_a=0.05, t_settle=settle)
+        net, x = _fixed_net(hidden)
+        for label in (None, 3):
+            rng = np.random.default_rng(1)
+            fast = [sdnn.run_phase(net, sdnn.init_state(net), x, T, label, cfg, rng) for _ in range(n)]
+            ref = [sdnn.reference_phase(net, x, T, label, cfg, rng) for _ in range(n)]
+            for key in ("V_a", "V", "phi_out"):
+                a, b = (np.array([np.hstack(o[key]) for o in outs]) for outs in (fast, ref))   # (n, units)
+                z = np.abs(a.mean(0) - b.mean(0)) / np.sqrt(a.var(0, ddof=1) / n + b.var(0, ddof=1) / n)
+                assert z.max() <= 4.5, (T, label, key, np.argmax(z), z.max())
+
+
+def test_reference_phase_names_the_fields_it_does_not_cover():
+    net, x = _fixed_net((20,))
+    for change in ({"psp": "truncated10"}, {"spiking_feedback": False}, {"stochastic_plateau": True},
+                   {"window": "last20"}, {"teach_scale": "literal"}):
+        cfg = replace(sdnn.PAPER, hidden=(20,), **change)
+        with pytest.raises(ValueError, match=f"Config.{next(iter(change))}="):
+            sdnn.reference_phase(net, x, 60, None, cfg, np.random.default_rng(0))
 
 
 # ---- PSP kernel (Eqs 11-12) ----
@@ -130,7 +181,7 @@ def test_event_driven_sums_equal_direct_convolution(cfg):
     np.testing.assert_allclose(o2["trace"][1][:, 0], Vb_direct[T1:], atol=2e-4)
     if cfg.psp == "exact":   # end traces: x_L = sum_u d_L^(T-1-u) n_u
         decay = cfg.d_L ** np.arange(T1 + T2 - 1, -1, -1)
-        np.testing.assert_allclose(state.x_pre[1][0], decay @ counts, rtol=1e-9)
+        np.testing.assert_allclose(state.x_L[1], decay @ counts, rtol=1e-9)
 
 
 @pytest.mark.parametrize("cfg", [SMALL, SMALL_ORIG], ids=["exact", "truncated10"])
@@ -158,9 +209,10 @@ def test_postsynaptic_traces_stay_equal_to_W_times_presynaptic_traces():
     cfg = replace(SMALL, symmetric_feedback=True)
     net, state, _ = _run(cfg, jit=True, n=4)
     for k in range(2):
-        np.testing.assert_allclose(state.S[k][0], net.W[k] @ state.x_pre[k][0], rtol=1e-4, atol=1e-3)
-        np.testing.assert_allclose(state.S[k][1], net.W[k] @ state.x_pre[k][1], rtol=1e-4, atol=1e-3)
-    np.testing.assert_allclose(state.S[0][2], net.Y[0] @ state.x_out[0], rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(state.u_L[k], net.W[k] @ state.x_L[k], rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(state.u_s[k], net.W[k] @ state.x_s[k], rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(state.a_L[0], net.Y[0] @ state.out_L, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(state.a_s[0], net.Y[0] @ state.out_s, rtol=1e-4, atol=1e-3)
 
 
 def test_truncated_ring_equals_new_W_times_the_last_10_steps_of_spikes():
@@ -170,7 +222,7 @@ def test_truncated_ring_equals_new_W_times_the_last_10_steps_of_spikes():
     counts = infos[-1]["trace_t"][0][-10:, 3]                   # hidden spikes per step, last 10 steps
     assert counts.sum() > 0
     for i in range(10):
-        np.testing.assert_allclose(state.R[1][(state.pos - 10 + i) % 10], net.W[1] @ counts[i],
+        np.testing.assert_allclose(state.ring_b[1][(state.pos - 10 + i) % 10], net.W[1] @ counts[i],
                                    rtol=1e-4, atol=1e-4)
 
 
