@@ -27,7 +27,7 @@ from scipy.special import expit
 
 DT = 1.0  # ms, time step; Methods "Simulation details". All rates are per step, so dt is fixed.
 
-# Paper's learning rates per architecture, in layer order (first hidden, ..., output); §1.17 of the spec,
+# Paper's learning rates per architecture, in layer order (first hidden, ..., output); the code l.1563, 1808,
 # Methods "Learning rate optimization".
 PAPER_ETAS = {(): (0.19,), (500,): (0.21, 0.21), (500, 100): (0.23, 0.23, 0.12)}
 
@@ -52,18 +52,18 @@ class Config:
     g_l: float = 0.1                  # leak conductance (= 1/tau_L in the code); Table 1
     E_E: float = 8.0                  # excitatory reversal potential of the teaching current; Table 1
     E_I: float = -8.0                 # inhibitory reversal potential; Table 1
-    teach_scale: str = "unscaled"     # "unscaled": C_m dV/dt = ... + I (the code, spec §1.5); "literal": I/tau
-    psp: str = "exact"                # "exact": untruncated kappa (Eq 12); "truncated10": the code's 10 steps
+    teach_scale: str = "unscaled"     # "unscaled": C_m dV/dt = ... + I (the code, l.1830-1869); "literal": I/tau
+    psp: str = "exact"                # "exact": untruncated kappa (Eq. (12)); "truncated10": the code's 10 steps
     spiking: bool = True              # False = the code's rate ("non-spiking") mode; not the paper's model
     spiking_feedback: bool = True     # False = apical input Y phi (rates) instead of Y s; Fig 7A red
     # phases (steps = ms)
-    t_settle: int = 30                # settle time Delta t_s before averaging; Table 1, Eq 22
+    t_settle: int = 30                # settle time Delta t_s before averaging; Table 1, Eq. (22)
     phase_min: int = 50               # minimum phase length; Methods "Simulation details"
     random_phase_lengths: bool = True # add a Wald(mean, scale) extra length; Methods, Fig 4B
     wald_mean: float = 2.0            # ms; Methods
     wald_scale: float = 1.0           # ms; Methods
     phase_round: str = "floor"        # "floor" = the code's int(); "round" = nearest step
-    window: str = "after_settle"      # "after_settle" = [start + 30, end] (Eqs 21-22); "last20" = the code
+    window: str = "after_settle"      # "after_settle" = [start + 30, end] (Eqs. (21)-(22)); "last20" = the code
     test_ms: int = 500                # test phase length; Methods (the code: 250)
     reset_each_example: bool = False  # the code carries the state over between training examples
     # feedback variants (Fig 6-S1, 8, 8-S1)
@@ -75,13 +75,13 @@ class Config:
     plateau_sd: float = math.sqrt(3)  # folded-normal spread of plateau offsets (paper sigma^2 = 3; code SD 3)
     plateau_max: int = 5              # steps, largest plateau offset before the phase end; Methods
     # learning
-    etas: tuple = (0.21, 0.21)        # learning rates (first hidden, ..., output); Methods, spec §1.17
-    # initialisation (the code's init_weights with use_weight_optimization; spec §1.13)
+    etas: tuple = (0.21, 0.21)        # learning rates (first hidden, ..., output); Methods
+    # initialisation (the code's init_weights with use_weight_optimization, l.208-287)
     V_avg: float = 3.0                # target mean dendritic voltage
     V_sd: float = 3.0                 # target SD of dendritic voltage (3 +- 3*3 spans -6..12; Methods)
     b_avg: float = 0.8                # bias mean
     b_sd: float = 0.001               # bias SD
-    init_spread: float = 3.465        # the code's constant, ~2*sqrt(3): actual SD of W is 2*W_sd (spec §1.13)
+    init_spread: float = 3.465        # the code's constant, ~2*sqrt(3): actual SD of W is 2*W_sd (l.257)
 
     def __post_init__(self):
         def bad(name, why):
@@ -122,23 +122,23 @@ class Config:
 
     # derived constants, each computed here only
     @property
-    def k_b(self):  # Eq 34: basal attenuation of the soma's steady state
+    def k_b(self):  # Eq. (34): basal attenuation of the soma's steady state
         return self.g_b / (self.g_l + self.g_b + self.g_a)
 
     @property
-    def k_d(self):  # Eq 27: output dendrite attenuation
+    def k_d(self):  # Eq. (27): output dendrite attenuation
         return self.g_d / (self.g_l + self.g_d)
 
     @property
-    def P0(self):   # Eq 35, Table 1: hidden error scaling 20 / phi_max (= 100 per step)
+    def P0(self):   # Eq. (35), Table 1: hidden error scaling 20 / phi_max (= 100 per step)
         return 20.0 / self.phi_max
 
     @property
-    def P1(self):   # Eq 29, Table 1: output error scaling 20 / phi_max^2 (= 500 per step)
+    def P1(self):   # Eq. (29), Table 1: output error scaling 20 / phi_max^2 (= 500 per step)
         return 20.0 / self.phi_max ** 2
 
     @property
-    def d_L(self):  # per-step decay of the long trace, exp(-dt / tau_L) (spec §1.3)
+    def d_L(self):  # per-step decay of the long trace, exp(-dt / tau_L), so kappa needs two traces
         return math.exp(-DT / self.tau_L)
 
     @property
@@ -156,9 +156,9 @@ def with_hidden(cfg, hidden):
 
 PAPER = Config()
 # The code's default at HEAD (rate mode): no spikes, no conductance dynamics, somata at steady state.
-# Not the paper's model (spec §3.1 #12).
+# Not the paper's model (the code's nonspiking_mode, l.53, 99-117).
 RATE = replace(PAPER, spiking=False, spiking_feedback=False, random_phase_lengths=False)
-# The code's choices where they differ from the paper (spec §3.1): 10-step kernel, last-20-step
+# The code's choices where they differ from the paper: 10-step kernel (l.90, 162-168), last-20-step
 # averages, 250-ms test phase, plateau spread SD 3 (#1, #2, #3, #5).
 ORIGINAL_CODE = replace(PAPER, psp="truncated10", window="last20", test_ms=250, plateau_sd=3.0)
 PRESETS = {"paper": PAPER, "rate": RATE, "original_code": ORIGINAL_CODE}
@@ -178,12 +178,13 @@ def dsigma(x):
 def kappa(t, cfg):
     """PSP kernel of Eq 12 at times t (ms); 0 for t <= 0."""
     t = np.asarray(t, dtype=np.float64)
-    k = (np.exp(-t / cfg.tau_L) - np.exp(-t / cfg.tau_s)) / (cfg.tau_L - cfg.tau_s)  # Eq 12
+    k = (np.exp(-t / cfg.tau_L) - np.exp(-t / cfg.tau_s)) / (cfg.tau_L - cfg.tau_s)  # Eq. (12)
     return np.where(t > 0, k, 0.0)
 
 
 def psp_traces(n, cfg, lag=False):
-    """Filtered spike train s_t of spike counts n (T, units) by the two-trace recursion (spec §1.3).
+    """Filtered spike train s_t of spike counts n (T, units) by the two-trace recursion (kappa is a
+    difference of two exponentials, so two decaying sums of the spikes give it exactly).
 
     lag=False: paper convention, s_t = sum_{u<=t} kappa(t-u) n_u (a spike acts from the next step).
     lag=True: the code's convention, s_t = sum_{u<=t} kappa(t-u+1) n_u (the newest spike weighs kappa(1)).
@@ -198,7 +199,7 @@ def psp_traces(n, cfg, lag=False):
         else:
             x_L = cfg.d_L * x_L + n[t]                              # long trace
             x_s = cfg.d_s * x_s + n[t]                              # short trace
-        s[t] = (x_L - x_s) / (cfg.tau_L - cfg.tau_s)                # Eqs 11-12
+        s[t] = (x_L - x_s) / (cfg.tau_L - cfg.tau_s)                # Eqs. (11)-(12)
     return s
 
 
@@ -209,7 +210,7 @@ def phase_lengths(n, cfg, rng, discrete=True):
     extra = rng.wald(cfg.wald_mean, cfg.wald_scale, size=n)
     if not discrete:
         return cfg.phase_min + extra
-    extra = np.floor(extra) if cfg.phase_round == "floor" else np.rint(extra)   # the code: int() (§3.1 #9)
+    extra = np.floor(extra) if cfg.phase_round == "floor" else np.rint(extra)   # the code: int()
     return cfg.phase_min + extra.astype(np.int64)
 
 
@@ -231,7 +232,7 @@ class Network:
 
 
 def init_weights(n_in, cfg, rng, gain=1.0):
-    """The code's init_weights (use_weight_optimization=True), exactly (spec §1.13). Returns a Network.
+    """The code's init_weights (use_weight_optimization=True), exactly (l.208-287). Returns a Network.
     gain multiplies W and Y after the formula: a choice of the training run, not of the paper (1)."""
     sizes = (n_in,) + tuple(cfg.hidden) + (cfg.n_out,)
     L = len(cfg.hidden)
@@ -389,7 +390,7 @@ def _constants(cfg):
     truncated kernel, l.162-168). float32: the per-step maths runs in float32 (see Network)."""
     hit = _CONSTANTS.get(id(cfg))
     if hit is None or hit[0] is not cfg:
-        # Eq 19 read literally scales the teaching current by 1/tau = g_l; the code adds it unscaled
+        # Eq. (19) read literally scales the teaching current by 1/tau = g_l; the code adds it unscaled
         # (C_m dV/dt = ... + I, l.1830-1869), the reading that gives Fig 4A's rates
         I_scale = 1.0 if cfg.teach_scale == "unscaled" else cfg.g_l
         c = np.array([cfg.d_L, cfg.d_s, 1.0 / (cfg.tau_L - cfg.tau_s), cfg.g_l, cfg.g_b, cfg.g_a, cfg.g_d,
@@ -401,7 +402,7 @@ def _constants(cfg):
 
 
 # ---------------------------------------------------------------------------------------------------
-# One phase, plainly: Methods Eqs 11-22 step by step, one Poisson draw per unit and step, float64.
+# One phase, plainly: Methods Eqs. (11)-(22) step by step, one Poisson draw per unit and step, float64.
 # For reading next to the paper, and the oracle of the tests. The fast path below (run_phase and its
 # step loop) is the same maths, event-driven: it adds a row of W per spike instead of W @ s, draws
 # spikes by thinning, and sums the averaging windows in closed form.
@@ -426,7 +427,7 @@ def reference_phase(net, x, T, label, cfg, rng):
     L = len(W) - 1
     sizes = [len(x)] + [len(v) for v in b]                    # populations: input, hidden layers, output
     x_L = [np.zeros(m) for m in sizes]                        # spike traces decaying with tau_L ...
-    x_s = [np.zeros(m) for m in sizes]                        # ... and with tau_s (Eq 12)
+    x_s = [np.zeros(m) for m in sizes]                        # ... and with tau_s (Eq. (12))
     V = [np.zeros(m) for m in sizes[1:]]                      # somatic potentials V0 (hidden), V1 (output)
     g_E, g_I = np.zeros(sizes[-1]), np.zeros(sizes[-1])       # forward phase: no teaching current
     if label is not None:                                     # target phase: excite the label's unit,
@@ -438,32 +439,32 @@ def reference_phase(net, x, T, label, cfg, rng):
     for t in range(T):
         # filtered spike trains s(t) = sum over the spikes before t of kappa(t - t_spike), for every
         # population (a spike of step t weighs kappa(0) = 0: it counts from step t + 1 on)
-        s = [(cfg.d_L * x_L[p] - cfg.d_s * x_s[p]) / (cfg.tau_L - cfg.tau_s) for p in range(L + 2)]  # Eqs 11-12
+        s = [(cfg.d_L * x_L[p] - cfg.d_s * x_s[p]) / (cfg.tau_L - cfg.tau_s) for p in range(L + 2)]  # Eqs. (11)-(12)
         n = [rng.poisson(cfg.phi_max * x)]                    # input spikes at rate phi_max x (Methods)
         for k in range(L + 1):                                # bottom to top (Methods "Simulation details")
-            V_b = W[k] @ s[k] + b[k]                                                           # Eqs 13, 18
-            # Euler steps of dt of Eqs 14 and 19 divided by tau = C_m / g_l (Eq 16), C_m = 1, V^R = 0
+            V_b = W[k] @ s[k] + b[k]                                                           # Eqs. (13), (18)
+            # Euler steps of dt of Eqs. (14) and 19 divided by tau = C_m / g_l (Eq. (16)), C_m = 1, V^R = 0
             if k < L:
-                V_a = Y[k] @ s[L + 1]                                                          # Eq 13
-                V[k] += DT * (-cfg.g_l * V[k] + cfg.g_b * (V_b - V[k]) + cfg.g_a * (V_a - V[k]))   # Eq 14
+                V_a = Y[k] @ s[L + 1]                                                          # Eq. (13)
+                V[k] += DT * (-cfg.g_l * V[k] + cfg.g_b * (V_b - V[k]) + cfg.g_a * (V_a - V[k]))   # Eq. (14)
                 Va_tr[k][t] = V_a
             else:
-                I = g_E * (cfg.E_E - V[k]) + g_I * (cfg.E_I - V[k])                            # Eq 20
-                V[k] += DT * (-cfg.g_l * V[k] + cfg.g_d * (V_b - V[k]) + I)   # Eq 19, I unscaled as the code
+                I = g_E * (cfg.E_E - V[k]) + g_I * (cfg.E_I - V[k])                            # Eq. (20)
+                V[k] += DT * (-cfg.g_l * V[k] + cfg.g_d * (V_b - V[k]) + I)   # Eq. (19), I unscaled as the code
             V_tr[k][t] = V[k]
-            phi = cfg.phi_max * sigma(V[k])                                                    # Eq 17
+            phi = cfg.phi_max * sigma(V[k])                                                    # Eq. (17)
             n.append(rng.poisson(phi))                        # Poisson spikes (Methods "Neuronal dynamics")
         phi_tr[t] = phi                                       # the output layer's rates
         for p in range(L + 2):                                # this step's spikes join the traces
             x_L[p] = cfg.d_L * x_L[p] + n[p]                  # d_L = exp(-dt / tau_L)
             x_s[p] = cfg.d_s * x_s[p] + n[p]
-    after = slice(cfg.t_settle, T)                            # averages after the settle time (Eqs 21-22)
+    after = slice(cfg.t_settle, T)                            # averages after the settle time (Eqs. (21)-(22))
     return {"V": [v[after].mean(axis=0) for v in V_tr], "V_a": [v[after].mean(axis=0) for v in Va_tr],
             "phi_out": phi_tr[after].mean(axis=0)}
 
 
 # ---------------------------------------------------------------------------------------------------
-# One phase of the spiking network (Eqs 11-22), fast path: run_phase draws the randomness and hands
+# One phase of the spiking network (Eqs. (11)-(22)), fast path: run_phase draws the randomness and hands
 # seven bundles to the step loop (_phase_kernel, or its NumPy twin _phase_numpy)
 # ---------------------------------------------------------------------------------------------------
 
@@ -506,10 +507,10 @@ def run_phase(net, state, x, T, label, cfg, rng, offsets=None, record=False, jit
     """
     L = len(net.W) - 1
     n = tuple(w.shape[0] for w in net.W)
-    if window is None:   # Eq 22: after the settle time; the code: the last 20 steps of a phase (l.96)
+    if window is None:   # Eq. (22): after the settle time; the code: the last 20 steps of a phase (l.96)
         window = (cfg.t_settle, T) if cfg.window == "after_settle" else (T - 20, T)
     lo, hi = window
-    if offsets is None:   # apical window per unit: synchronous = the averaging window (Eq 21)
+    if offsets is None:   # apical window per unit: synchronous = the averaging window (Eq. (21))
         lo_a, hi_a = _sync_windows(n[:L], lo, hi)
     else:   # plateau `offset` steps before the end, average of the last 30 ms (Methods) or 20 steps (code)
         hi_a = tuple(T - o for o in offsets)
@@ -602,7 +603,7 @@ def _phase_numpy(weights, state, draws, phase, sums, consts, flags):
         x_L[p][:] *= G[2]
         x_s[p][:] *= G[3]
     for t in range(T):
-        # ---- input spikes: one shared increment W0[:, j] per spike for both traces (Eq 11) ----
+        # ---- input spikes: one shared increment W0[:, j] per spike for both traces (Eq. (11)) ----
         e = slice(ptr[0, t], ptr[0, t + 1])
         w = u[e] * len(act)
         a = w.astype(np.int64)
@@ -612,7 +613,7 @@ def _phase_numpy(weights, state, draws, phase, sums, consts, flags):
         n_spk[0] += len(spk)
         inc = _spikes_up_numpy(spk, WT[0], learn, s_sum[0], x_L[0], x_s[0], K[t], E_L[t], E_s[t])
         for k in range(L + 1):                           # bottom to top (Methods "Simulation details")
-            # ---- basal / output dendrite: V_b = W s + b (Eqs 13, 18) ----
+            # ---- basal / output dendrite: V_b = W s + b (Eqs. (13), (18)) ----
             if truncated:   # the code: s = sum_{q=1..10} kappa(q) n_{t-q+1}
                 ring_b[k][pos] = inc
                 V_b = b[k].copy()
@@ -621,9 +622,9 @@ def _phase_numpy(weights, state, draws, phase, sums, consts, flags):
             else:
                 u_L[k][:] = d_L * u_L[k] + inc           # u_L = W x_L
                 u_s[k][:] = d_s * u_s[k] + inc           # u_s = W x_s
-                V_b = (u_L[k] - u_s[k]) * inv + b[k]     # Eqs 12-13
+                V_b = (u_L[k] - u_s[k]) * inv + b[k]     # Eqs. (12)-(13)
             if k < L:
-                # ---- apical: V_a = Y s_out, output spikes up to the previous step (Eq 13) ----
+                # ---- apical: V_a = Y s_out, output spikes up to the previous step (Eq. (13)) ----
                 if not apical:
                     V_a = np.zeros_like(V_b)
                 elif not spiking_fb:
@@ -633,26 +634,26 @@ def _phase_numpy(weights, state, draws, phase, sums, consts, flags):
                     for q in range(1, 11):
                         V_a += kappa10[q - 1] * ring_a[k][(pos - q) % 10]
                 else:
-                    V_a = (a_L[k] - a_s[k]) * inv        # Eqs 12-13
-                # ---- soma (Eq 14) ----
-                V[k][:] += dt * (-g_l * V[k] + g_b * (V_b - V[k]) + g_a * (V_a - V[k]))      # Eq 14
+                    V_a = (a_L[k] - a_s[k]) * inv        # Eqs. (12)-(13)
+                # ---- soma (Eq. (14)) ----
+                V[k][:] += dt * (-g_l * V[k] + g_b * (V_b - V[k]) + g_a * (V_a - V[k]))      # Eq. (14)
             else:
-                # ---- output soma with the teaching current, and its rate (Eqs 17, 19-20) ----
-                I = I_scale * (g_E * (E_E - V[k]) + g_I * (E_I - V[k]))                      # Eq 20
-                V[k][:] += dt * (-g_l * V[k] + g_d * (V_b - V[k]) + I)                       # Eq 19
+                # ---- output soma with the teaching current, and its rate (Eqs. (17), (19)-(20)) ----
+                I = I_scale * (g_E * (E_E - V[k]) + g_I * (E_I - V[k]))                      # Eq. (20)
+                V[k][:] += dt * (-g_l * V[k] + g_d * (V_b - V[k]) + I)                       # Eq. (19)
                 V_a = np.zeros_like(V_b)
-                phi_out[:] = phi_max * sigma(V[k].astype(np.float64))                        # Eq 17
-            if k < L and learn:                          # plateau window (Eq 21)
+                phi_out[:] = phi_max * sigma(V[k].astype(np.float64))                        # Eq. (17)
+            if k < L and learn:                          # plateau window (Eq. (21))
                 in_win = (lo_a[k] <= t) & (t < hi_a[k])  # per unit; length 1 = synchronous (lo, hi)
                 Va_sum[k][:] += np.where(in_win, V_a, np.float32(0))
-            # ---- window sums: V, and phi_out (Eq 6) ----
+            # ---- window sums: V, and phi_out (Eq. (6)) ----
             if lo <= t < hi and (learn or k == L):
                 V_sum[k][:] += V[k]
                 if k == L:
                     phi_sum[:] += phi_out
             if record:
                 rec[k][t, 0], rec[k][t, 1], rec[k][t, 2] = V_b, V_a, V[k]
-            # ---- spikes by thinning: keep a candidate iff its uniform < sigma(V) (Eq 17) ----
+            # ---- spikes by thinning: keep a candidate iff its uniform < sigma(V) (Eq. (17)) ----
             e = slice(ptr[k + 1, t], ptr[k + 1, t + 1] if (k < L or apical) else ptr[k + 1, t])
             w = u[e] * len(b[k])
             i = w.astype(np.int64)                       # unit = integer part
@@ -688,24 +689,24 @@ def _phase_numpy(weights, state, draws, phase, sums, consts, flags):
 def _spikes_up_numpy(spk, WT, learn, s_sum, x_L, x_s, K_t, EL_t, Es_t):
     """Twin of _spikes_up: the next layer's basal increment W n, and the spikes' window shares."""
     if learn:
-        np.add.at(s_sum, spk, K_t)                       # window sum of s (s-bar, Eqs 28, 33)
+        np.add.at(s_sum, spk, K_t)                       # window sum of s (s-bar, Eqs. (28), (33))
         np.add.at(x_L, spk, EL_t)                        # presynaptic traces at the phase end
         np.add.at(x_s, spk, Es_t)
     return WT[spk].sum(axis=0, dtype=np.float32)
 
 
 # ---------------------------------------------------------------------------------------------------
-# Learning (Eqs 23-35, 38-41)
+# Learning (Eqs. (23)-(35), (38)-(41))
 # ---------------------------------------------------------------------------------------------------
 
 def output_error(phi_t, V_f, cfg):
     """E_L = -k_d phi_max (phi* - phi_max sigma(V-bar^f)) sigma'(V-bar^f), the factor of Eq 28."""
-    return -cfg.k_d * cfg.phi_max * (phi_t - cfg.phi_max * sigma(V_f)) * dsigma(V_f)        # Eq 28
+    return -cfg.k_d * cfg.phi_max * (phi_t - cfg.phi_max * sigma(V_f)) * dsigma(V_f)        # Eq. (28)
 
 
 def hidden_error(alpha_t, alpha_f, V_f, cfg):
     """E_k = -k_b phi_max (alpha^t - alpha^f) sigma'(V-bar^f), the factor of Eq 33."""
-    return -cfg.k_b * cfg.phi_max * (alpha_t - alpha_f) * dsigma(V_f)                        # Eq 33
+    return -cfg.k_b * cfg.phi_max * (alpha_t - alpha_f) * dsigma(V_f)                        # Eq. (33)
 
 
 def update_weights(net, k, E, s, eta, P, jit=True):
@@ -714,17 +715,17 @@ def update_weights(net, k, E, s, eta, P, jit=True):
     if jit:   # same update on W_k^T, skipping inputs with s_j = 0
         _rank1_kernel(net.W[k].T, scale, E.astype(np.float32), s)
     else:
-        net.W[k] += (scale * np.outer(E, s)).astype(np.float32)   # Eq 29 (output) / Eq 35 (hidden)
+        net.W[k] += (scale * np.outer(E, s)).astype(np.float32)   # Eq. (29) (output) / Eq. (35) (hidden)
     net.b[k] += (scale * E).astype(np.float32)
     return scale
 
 
 def train_example(net, state, x, label, cfg, rng, record=False, jit=True, update=True):
-    """One training example: forward phase, target phase, one update of all layers (Methods; spec §1.20).
+    """One training example: forward phase, target phase, one update of all layers (Methods, "Training paradigm").
     update=False runs both phases without changing the weights (Fig 5B: L0 and L1 of test images).
 
     Returns a dict: L0 (Eq 32, first hidden layer) and L1 (Eq 23, output), the predicted class of the
-    forward phase, alpha_f/alpha_t, the backprop angle of the first hidden layer (spec §1.19; degrees),
+    forward phase, alpha_f/alpha_t, the backprop angle of the first hidden layer (Fig 7A, degrees),
     and with record=True the traces, the Jacobians of Fig 5-S1 and the phase lengths.
     """
     if not cfg.spiking:
@@ -739,7 +740,7 @@ def train_example(net, state, x, label, cfg, rng, record=False, jit=True, update
         off_t = [plateau_offsets(net.W[k].shape[0], cfg, rng) for k in range(L)]
     f = run_phase(net, state, x, T_f, None, cfg, rng, off_f, record, jit)
     t = run_phase(net, state, x, T_t, int(label), cfg, rng, off_t, record, jit)
-    alpha_f = [sigma(v) for v in f["V_a"]]                                                 # Eq 21
+    alpha_f = [sigma(v) for v in f["V_a"]]                                                 # Eq. (21)
     alpha_t = [sigma(v) for v in t["V_a"]]
     V_f = f["V"]
     E, info = _errors(alpha_f, alpha_t, t["phi_out"], cfg.phi_max * sigma(V_f[L]), V_f, cfg)
@@ -761,23 +762,23 @@ def train_example(net, state, x, label, cfg, rng, record=False, jit=True, update
 def _errors(alpha_f, alpha_t, phi_t, phi_f, V_f, cfg):
     """Errors E per layer (Eqs 28, 33, 39-40) and the example's info: L0, L1, forward prediction."""
     L = len(V_f) - 1
-    E = [hidden_error(alpha_t[k], alpha_f[k], V_f[k], cfg) for k in range(L)]               # Eqs 33, 39-40
-    E.append(output_error(phi_t, V_f[L], cfg))                                               # Eq 28
-    info = {"L1": float(np.sum((phi_t - phi_f) ** 2)),                                       # Eq 23
-            "L0": float(np.sum((alpha_t[0] - alpha_f[0]) ** 2)) if L else 0.0,               # Eq 32
+    E = [hidden_error(alpha_t[k], alpha_f[k], V_f[k], cfg) for k in range(L)]               # Eqs. (33), (39)-(40)
+    E.append(output_error(phi_t, V_f[L], cfg))                                               # Eq. (28)
+    info = {"L1": float(np.sum((phi_t - phi_f) ** 2)),                                       # Eq. (23)
+            "L0": float(np.sum((alpha_t[0] - alpha_f[0]) ** 2)) if L else 0.0,               # Eq. (32)
             "pred": int(np.argmax(V_f[L])), "alpha_f": alpha_f, "alpha_t": alpha_t}
     return E, info
 
 
 def _learn_top_down(net, E, s, V_f, cfg, info, update=True, jit=True, fix=None):
-    """W_k -= eta_k P E_k s_k^T from the top down, as the code (spec §3.1 #17); info["angle"] gets the
-    first hidden layer's angle to backprop (spec §1.19), whose error uses the new W_(k+1).
+    """W_k -= eta_k P E_k s_k^T from the top down, as the code (output first); info["angle"] gets the
+    first hidden layer's angle to backprop (Fig 7A), whose error uses the new W_(k+1) (the code l.1554).
     fix(k, scale) runs after each update (the spiking state's traces)."""
     L = len(net.W) - 1
     E_bp = E[L]
     for k in range(L, -1, -1):
         if k < L:
-            E_bp = (net.W[k + 1].T @ E_bp) * cfg.k_b * cfg.phi_max * dsigma(V_f[k])          # spec §1.19
+            E_bp = (net.W[k + 1].T @ E_bp) * cfg.k_b * cfg.phi_max * dsigma(V_f[k])  # backprop's (the code l.1554-1556)
             if k == 0:
                 info["angle"] = _angle(E[0], E_bp)
         if update:
@@ -906,7 +907,7 @@ def test_error(net, X, y, cfg, rng, n_jobs=2):
 
 
 # ---------------------------------------------------------------------------------------------------
-# Rate mode: the code's "non-spiking" default at HEAD (spec §1.18). Two steps per phase, averages
+# Rate mode: the code's "non-spiking" default at a41ebc8 (l.53, 99-117). Two steps per phase, averages
 # over one step, so every quantity is its steady state: V = k_b V_b (hidden), V = k_d V_b (output,
 # forward), V = (g_d V_b + g_E E_E + g_I E_I) / (g_l + g_d + g_E + g_I) (output, target); the
 # presynaptic factor s is the rate phi of the layer below (the input: phi_max x). Not the paper's model.
@@ -917,9 +918,9 @@ def rate_forward(net, X, cfg):
     s = cfg.phi_max * np.asarray(X, np.float32)
     V = []
     for k in range(len(net.W)):
-        Vb = s @ net.W[k].T + net.b[k]                               # Eqs 13, 18
-        V.append((cfg.k_d if k == len(net.W) - 1 else cfg.k_b) * Vb)  # steady states (Eqs 26, 34)
-        s = cfg.phi_max * sigma(V[-1])                               # Eq 17
+        Vb = s @ net.W[k].T + net.b[k]                               # Eqs. (13), (18)
+        V.append((cfg.k_d if k == len(net.W) - 1 else cfg.k_b) * Vb)  # steady states (Eqs. (26), (34))
+        s = cfg.phi_max * sigma(V[-1])                               # Eq. (17)
     return V
 
 
@@ -929,14 +930,14 @@ def rate_train_example(net, x, label, cfg, rng=None):
     s = [cfg.phi_max * np.asarray(x, np.float64)]
     V = []
     for k in range(L + 1):
-        Vb = net.W[k] @ s[k] + net.b[k]                                        # Eqs 13, 18
-        V.append((cfg.k_d if k == L else cfg.k_b) * Vb)                        # Eqs 26, 34
-        s.append(cfg.phi_max * sigma(V[k]))                                    # Eq 17
+        Vb = net.W[k] @ s[k] + net.b[k]                                        # Eqs. (13), (18)
+        V.append((cfg.k_d if k == L else cfg.k_b) * Vb)                        # Eqs. (26), (34)
+        s.append(cfg.phi_max * sigma(V[k]))                                    # Eq. (17)
     g_E = np.eye(cfg.n_out)[label]
     g_I = 1.0 - g_E
     V_t = (cfg.g_d * V[L] / cfg.k_d + g_E * cfg.E_E + g_I * cfg.E_I) / (cfg.g_l + cfg.g_d + g_E + g_I)
-    phi_t = cfg.phi_max * sigma(V_t)                                           # Eq 6
-    alpha_f = [sigma(net.Y[k] @ s[L + 1]) for k in range(L)]                   # Eq 21, rates fed back
+    phi_t = cfg.phi_max * sigma(V_t)                                           # Eq. (6)
+    alpha_f = [sigma(net.Y[k] @ s[L + 1]) for k in range(L)]                   # Eq. (21), rates fed back
     alpha_t = [sigma(net.Y[k] @ phi_t) for k in range(L)]
     E, info = _errors(alpha_f, alpha_t, phi_t, s[L + 1], V, cfg)
     _learn_top_down(net, E, s, V, cfg, info)
@@ -996,39 +997,39 @@ def _phase_kernel(weights, state, draws, phase, sums, consts, flags):
     inc, V_b, V_a, spk, n_out = _scratch(b, ptr, T)
     _carry_in(x_L, x_s, s_sum, G)
     for t in range(T):
-        # ---- input spikes: one shared increment W0[:, j] per spike for both traces (Eq 11) ----
+        # ---- input spikes: one shared increment W0[:, j] per spike for both traces (Eq. (11)) ----
         n_s = _thin_inputs(ptr[0, t], ptr[0, t + 1], u, acc, act, x_act, spk)
         n_spk[0] += n_s
         _spikes_up(spk, n_s, WT[0], inc, learn, s_sum[0], x_L[0], x_s[0], K[t], E_L[t], E_s[t])
         for k in range(L + 1):                   # bottom to top (Methods "Simulation details")
             if k < L and spiking_fb and not truncated:
-                # ---- the paper's model: basal, apical and soma of a hidden layer in one pass (Eqs 12-14) ----
+                # ---- the paper's model: basal, apical and soma of a hidden layer in one pass (Eqs. (12)-(14)) ----
                 _hidden_step(inc, u_L[k], u_s[k], a_L[k], a_s[k], b[k], V[k], V_b, V_a, d_L, d_s, inv, dt, g_l,
                              g_b, g_a)
             else:
-                # ---- basal / output dendrite: V_b = W s + b (Eqs 13, 18) ----
+                # ---- basal / output dendrite: V_b = W s + b (Eqs. (13), (18)) ----
                 if truncated:
                     _basal_ring(inc, ring_b[k], pos, b[k], kappa10, V_b)
                 else:
                     _basal_traces(inc, u_L[k], u_s[k], b[k], d_L, d_s, inv, V_b)
                 if k < L:
-                    # ---- apical: V_a = Y s_out, output spikes up to the previous step (Eq 13) ----
+                    # ---- apical: V_a = Y s_out, output spikes up to the previous step (Eq. (13)) ----
                     _apical(V_a, ring_a[k], YT[k], phi_out, pos, kappa10, apical, spiking_fb)
-                    # ---- soma (Eq 14) ----
+                    # ---- soma (Eq. (14)) ----
                     _hidden_soma(V[k], V_b, V_a, dt, g_l, g_b, g_a)
                 else:
-                    # ---- output soma with the teaching current, and its rate (Eqs 17, 19-20) ----
+                    # ---- output soma with the teaching current, and its rate (Eqs. (17), (19)-(20)) ----
                     _output_soma(V[k], V_b, V_a, g_E, g_I, phi_out, dt, g_l, g_d, E_E, E_I, I_scale, phi_max)
-            if k < L and learn:                  # plateau window (Eq 21)
+            if k < L and learn:                  # plateau window (Eq. (21))
                 _plateau_sum(Va_sum[k], V_a, lo_a[k], hi_a[k], t)
-            # ---- window sums: V, and phi_out (Eq 6) ----
+            # ---- window sums: V, and phi_out (Eq. (6)) ----
             if lo <= t < hi and (learn or k == L):
                 _add(V_sum[k], V[k])
                 if k == L:
                     _add(phi_sum, phi_out)
             if record:
                 _record(rec[k][t], V_b, V_a, V[k])
-            # ---- spikes by thinning: keep a candidate iff its uniform < sigma(V) (Eq 17) ----
+            # ---- spikes by thinning: keep a candidate iff its uniform < sigma(V) (Eq. (17)) ----
             e_end = ptr[k + 1, t + 1] if (k < L or apical) else ptr[k + 1, t]   # no output spikes if unused
             n_s = _thin_neurons(ptr[k + 1, t], e_end, u, acc, V[k], spk)
             n_spk[k + 1] += n_s
@@ -1120,7 +1121,7 @@ def _spikes_up(spk, n_s, WT, inc, learn, s_sum, x_L, x_s, K_t, EL_t, Es_t):
         for i in range(m):
             inc[i] += WT[j, i]                   # 2-D indexing: a row view would cost a refcount
         if learn:
-            s_sum[j] += K_t                      # window sum of s (s-bar, Eqs 28, 33)
+            s_sum[j] += K_t                      # window sum of s (s-bar, Eqs. (28), (33))
             x_L[j] += EL_t                       # presynaptic traces at the phase end
             x_s[j] += Es_t
 
@@ -1131,7 +1132,7 @@ def _basal_traces(inc, u_L, u_s, b, d_L, d_s, inv, V_b):
     for i in range(b.shape[0]):
         u_L[i] = d_L * u_L[i] + inc[i]           # u_L = W x_L
         u_s[i] = d_s * u_s[i] + inc[i]           # u_s = W x_s
-        V_b[i] = (u_L[i] - u_s[i]) * inv + b[i]  # Eqs 12-13
+        V_b[i] = (u_L[i] - u_s[i]) * inv + b[i]  # Eqs. (12)-(13)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -1175,9 +1176,9 @@ def _hidden_step(inc, u_L, u_s, a_L, a_s, b, V, V_b, V_a, d_L, d_s, inv, dt, g_l
     for i in range(V.shape[0]):
         u_L[i] = d_L * u_L[i] + inc[i]           # u_L = W x_L
         u_s[i] = d_s * u_s[i] + inc[i]           # u_s = W x_s
-        vb = (u_L[i] - u_s[i]) * inv + b[i]      # Eqs 12-13: V_b = W s + b
-        va = (a_L[i] - a_s[i]) * inv             # Eqs 12-13: V_a = Y s_out
-        V[i] += dt * (-g_l * V[i] + g_b * (vb - V[i]) + g_a * (va - V[i]))   # Eq 14
+        vb = (u_L[i] - u_s[i]) * inv + b[i]      # Eqs. (12)-(13): V_b = W s + b
+        va = (a_L[i] - a_s[i]) * inv             # Eqs. (12)-(13): V_a = Y s_out
+        V[i] += dt * (-g_l * V[i] + g_b * (vb - V[i]) + g_a * (va - V[i]))   # Eq. (14)
         V_b[i] = vb                              # kept for the records and the plateau sums
         V_a[i] = va
 
@@ -1186,17 +1187,17 @@ def _hidden_step(inc, u_L, u_s, a_L, a_s, b, V, V_b, V_a, d_L, d_s, inv, dt, g_l
 def _hidden_soma(V, V_b, V_a, dt, g_l, g_b, g_a):
     """One Euler step of the hidden soma (Eq 14 divided by tau, C_m = 1, V^R = 0; the code l.1625)."""
     for i in range(V.shape[0]):
-        V[i] += dt * (-g_l * V[i] + g_b * (V_b[i] - V[i]) + g_a * (V_a[i] - V[i]))   # Eq 14
+        V[i] += dt * (-g_l * V[i] + g_b * (V_b[i] - V[i]) + g_a * (V_a[i] - V[i]))   # Eq. (14)
 
 
 @njit(cache=True, nogil=True, inline="always")
 def _output_soma(V, V_b, V_a, g_E, g_I, phi_out, dt, g_l, g_d, E_E, E_I, I_scale, phi_max):
     """One Euler step of the output soma with the teaching current, and its rate."""
     for i in range(V.shape[0]):
-        I = I_scale * (g_E[i] * (E_E - V[i]) + g_I[i] * (E_I - V[i]))        # Eq 20
-        V[i] += dt * (-g_l * V[i] + g_d * (V_b[i] - V[i]) + I)                # Eq 19
+        I = I_scale * (g_E[i] * (E_E - V[i]) + g_I[i] * (E_I - V[i]))        # Eq. (20)
+        V[i] += dt * (-g_l * V[i] + g_d * (V_b[i] - V[i]) + I)                # Eq. (19)
         V_a[i] = 0.0
-        phi_out[i] = phi_max * _sig(np.float64(V[i]))                         # Eq 17
+        phi_out[i] = phi_max * _sig(np.float64(V[i]))                         # Eq. (17)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -1309,30 +1310,30 @@ def _rate_kernel(WT, b, YT, X, y, c, etas, res):
                 if s[k, j] != 0.0:
                     w = WT[k][j]
                     for i in range(m):
-                        V[k, i] += w[i] * s[k, j]               # Eqs 13, 18
+                        V[k, i] += w[i] * s[k, j]               # Eqs. (13), (18)
             for i in range(m):
-                V[k, i] *= kk                                   # Eqs 26, 34
-                s[k + 1, i] = phi_max * _sig(V[k, i])           # Eq 17
+                V[k, i] *= kk                                   # Eqs. (26), (34)
+                s[k + 1, i] = phi_max * _sig(V[k, i])           # Eq. (17)
         lab = y[ex]
         L1 = 0.0
         best = 0
         for q in range(n_out):
             gE = 1.0 if q == lab else 0.0
             Vt = (g_d * V[L, q] / k_d + gE * E_E + (1.0 - gE) * E_I) / (g_l + g_d + 1.0)
-            phi_t[q] = phi_max * _sig(Vt)                       # Eq 6
-            L1 += (phi_t[q] - s[L + 1, q]) ** 2                 # Eq 23
+            phi_t[q] = phi_max * _sig(Vt)                       # Eq. (6)
+            L1 += (phi_t[q] - s[L + 1, q]) ** 2                 # Eq. (23)
             if V[L, q] > V[L, best]:
                 best = q
         res[ex, 1] = L1
         res[ex, 2] = best
-        # ---- output layer update (Eqs 28-29) ----
+        # ---- output layer update (Eqs. (28)-(29)) ----
         for q in range(n_out):
             sg = _sig(V[L, q])
-            E[q] = -k_d * phi_max * (phi_t[q] - phi_max * sg) * sg * (1.0 - sg)   # Eq 28
-        _rank1_kernel(WT[L], -etas[L] * P1, E[:n_out], s[L])            # Eq 29
+            E[q] = -k_d * phi_max * (phi_t[q] - phi_max * sg) * sg * (1.0 - sg)   # Eq. (28)
+        _rank1_kernel(WT[L], -etas[L] * P1, E[:n_out], s[L])            # Eq. (29)
         for q in range(n_out):
             b[L][q] -= etas[L] * P1 * E[q]
-        # ---- hidden layers (Eqs 33, 35, 39-41): plateaus from fed-back rates ----
+        # ---- hidden layers (Eqs. (33), (35), (39)-(41)): plateaus from fed-back rates ----
         for k in range(L - 1, -1, -1):
             m = b[k].shape[0]
             L0 = 0.0
@@ -1342,12 +1343,12 @@ def _rate_kernel(WT, b, YT, X, y, c, etas, res):
                 for q in range(n_out):
                     Af += YT[k][q, i] * s[L + 1, q]
                     At += YT[k][q, i] * phi_t[q]
-                da = _sig(At) - _sig(Af)                            # alpha^t - alpha^f (Eq 21)
+                da = _sig(At) - _sig(Af)                            # alpha^t - alpha^f (Eq. (21))
                 L0 += da * da
                 sg = _sig(V[k, i])
-                E[i] = -k_b * phi_max * da * sg * (1.0 - sg)        # Eq 33
+                E[i] = -k_b * phi_max * da * sg * (1.0 - sg)        # Eq. (33)
             if k == 0:
                 res[ex, 0] = L0
-            _rank1_kernel(WT[k], -etas[k] * P0, E[:m], s[k])            # Eq 35
+            _rank1_kernel(WT[k], -etas[k] * P0, E[:m], s[k])            # Eq. (35)
             for i in range(m):
                 b[k][i] -= etas[k] * P0 * E[i]
