@@ -22,8 +22,9 @@ import pickle
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -236,7 +237,7 @@ def log_epoch(result, train_err, val_err, test_err, seconds, eval_seconds):
     for key, value in (("train_error", train_err), ("val_error", val_err), ("test_error", test_err),
                        ("seconds_per_epoch", seconds), ("eval_seconds_per_epoch", eval_seconds)):
         result[key].append(None if value is None else float(value))
-    pct = lambda e: "  -  " if e is None else f"{100 * e:5.2f}%"   # noqa: E731
+    pct = lambda e: "  -  " if e is None else f"{100 * e:5.2f}%"
     print(f"epoch {result['epochs']:3d}  train {pct(train_err)}  val {pct(val_err)}  test {pct(test_err)}  "
           f"{seconds:6.1f} s (+{eval_seconds:.1f} s testing)", flush=True)
 
@@ -610,7 +611,7 @@ def cli_eqprop(args, data, rng):
 
 @register(TRAINERS, "microcircuit")
 def cli_microcircuit(args, data, rng):
-    given = {"sizes": (data.x.shape[1], *args.hidden, data.n_out)}
+    given = baselines.microcircuit_defaults((data.x.shape[1], *args.hidden, data.n_out))   # rates for the depth
     if args.lr is not None:                           # one rate for every bottom-up layer
         given["etas"] = (args.lr,) * (len(args.hidden) + 1)
         args.lr = None

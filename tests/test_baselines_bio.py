@@ -312,6 +312,30 @@ def test_microcircuit_with_symmetric_feedback_follows_backprop_for_weak_nudging(
         assert cos > 0.999, f"layer {k + 1}: cosine {cos}"
 
 
+def test_microcircuit_defaults_cover_one_and_two_hidden_layers_and_name_etas_otherwise():
+    """The 1-hidden-layer default constructs and takes a finite step that changes every weight layer; the
+    2-hidden-layer row is the class default; deeper nets without etas get an error that names etas."""
+    cfg = bl.MicrocircuitConfig(**bl.microcircuit_defaults((20, 8, 3)))
+    assert cfg.sizes == (20, 8, 3) and cfg.etas == bl.MICROCIRCUIT_ETAS[1] and len(cfg.etas) == 2
+    rng = np.random.default_rng(0)
+    params = bl.microcircuit_init(cfg, rng)
+    before = [W.copy() for W in params["W"]]
+    x, y = rng.random((10, 20)).astype(cfg.dtype), rng.integers(0, 3, 10)
+    u_trgt, r_trgt = bl.microcircuit_targets(y, 3, cfg)
+    L = bl.microcircuit_step(params, x, u_trgt, r_trgt, cfg)
+    assert np.isfinite(L) and all(np.isfinite(W).all() for W in params["W"] + params["W_IP"] + params["W_PI"])
+    assert all(np.abs(W - W0).max() > 0 for W, W0 in zip(params["W"], before))
+    assert bl.microcircuit_predict(params, x, cfg).shape == (10,)
+    assert bl.microcircuit_defaults((784, 500, 500, 10))["etas"] == bl.MicrocircuitConfig().etas
+    deep = bl.microcircuit_defaults((20, 8, 8, 8, 3))
+    assert "etas" not in deep
+    with pytest.raises(ValueError, match="etas=.*4 for sizes"):
+        bl.MicrocircuitConfig(**deep)
+    with pytest.raises(ValueError, match=r"etas=\(0\.1,\).*default for 1 hidden layer"):
+        bl.MicrocircuitConfig(sizes=(20, 8, 3), etas=(0.1,))
+    assert len(bl.MicrocircuitConfig(**deep, etas=(0.5, 0.1, 0.1, 0.1)).etas) == 4
+
+
 def test_microcircuit_teaching_step_lowers_the_loss_on_its_batch():
     cfg, params, x, y = tiny_microcircuit(seed=2)
     u_trgt, r_trgt = bl.microcircuit_targets(y, 3, cfg)
