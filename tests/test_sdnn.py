@@ -1,5 +1,5 @@
 """Tests of sdnn.py against independent answers: NumPy twins, paper invariants, direct convolutions,
-closed-form steady states and the spec's initialisation table. The whole file runs in about a minute."""
+closed-form steady states and the original code's initialisation statistics. The whole file runs in about a minute."""
 import math
 from dataclasses import replace
 from itertools import pairwise
@@ -136,7 +136,7 @@ def test_kappa_integrates_to_one_and_discrete_masses():
     cfg = sdnn.PAPER
     t = np.linspace(0, 400, 400001)
     assert abs(np.trapezoid(sdnn.kappa(t, cfg), t) - 1.0) < 1e-6          # continuous integral
-    assert abs(sdnn.kappa(np.arange(1, 4000), cfg).sum() - 0.997) < 1e-3  # spec §1.3, sampled
+    assert abs(sdnn.kappa(np.arange(1, 4000), cfg).sum() - 0.997) < 1e-3  # sum of kappa(1..) sampled at dt = 1 ms
     assert abs(sdnn.kappa(np.arange(1, 11), cfg).sum() - 0.510) < 1e-3   # the code's truncation
 
 
@@ -186,7 +186,7 @@ def test_event_driven_sums_equal_direct_convolution(cfg):
 
 @pytest.mark.parametrize("cfg", [SMALL, SMALL_ORIG], ids=["exact", "truncated10"])
 def test_apical_potential_equals_direct_convolution_of_output_spikes(cfg):
-    """V0a(t) = Y s1(t), with the output spikes emitted before step t (Eq 13; spec §1.2): kernel weight
+    """V0a(t) = Y s1(t), with the output spikes emitted before step t (Eq 13, the code's update order): kernel weight
     kappa(t - u) for a spike at step u < t (both conventions agree here: the newest weighs kappa(1))."""
     rng = np.random.default_rng(8)
     net = sdnn.init_weights(64, cfg, rng)
@@ -268,7 +268,7 @@ def test_hidden_update_zero_when_plateaus_equal():
 @pytest.mark.parametrize("teach_scale,slope,offset", [("unscaled", 0.6 / 1.7, 8 / 1.7), ("literal", 0.75, 1.0)])
 def test_teaching_current_drives_target_to_E_E_and_others_to_E_I(teach_scale, slope, offset):
     """Eqs 19-20 at steady state with V1b = b1 (W1 = 0): target (g_d V1b + E_E)/(g_l + g_d + 1) and the
-    others with E_I (the code's unscaled I); literal I/tau gives 0.75 V1b +- 1 (spec §1.5 table)."""
+    others with E_I (the code's unscaled I); literal I/tau gives 0.75 V1b +- 1 (worked out from Eqs 19-20)."""
     cfg = replace(SMALL, teach_scale=teach_scale)
     rng = np.random.default_rng(0)
     net = sdnn.init_weights(64, cfg, rng)
@@ -282,7 +282,7 @@ def test_teaching_current_drives_target_to_E_E_and_others_to_E_I(teach_scale, sl
 
 
 def test_symmetric_feedback_aligns_hidden_update_with_backprop():
-    """With Y = W1^T the local error E0 points like backprop's (angle < 90 degrees, spec §1.19)."""
+    """With Y = W1^T the local error E0 points like backprop's (angle < 90 degrees, as Fig 7A's)."""
     X, y = datasets.load("digits")["train"]
     rng = np.random.default_rng(0)
     for cfg, n in ((replace(sdnn.RATE, hidden=(50,), symmetric_feedback=True), 200),
@@ -334,7 +334,7 @@ def test_output_spike_rate_matches_phi():
 def test_phase_lengths_match_code_and_paper():
     cfg, rng = sdnn.PAPER, np.random.default_rng(0)
     T = sdnn.phase_lengths(200000, cfg, rng)
-    assert T.min() == 50 and abs(T.mean() - 51.52) < 0.03                  # spec §1.6: mean extra 1.52
+    assert T.min() == 50 and abs(T.mean() - 51.52) < 0.03                  # mean of int(Wald(2, 1)): 1.52
     assert abs(np.mean(T >= 60) - 0.024) < 0.003                            # 2.4 % extended by >= 10 ms
     cont = sdnn.phase_lengths(200000, cfg, rng, discrete=False)
     assert abs(cont.mean() - 52.0) < 0.03                                   # Wald mean 2
@@ -366,9 +366,10 @@ def test_test_phase_averages_after_the_settle_time(cfg):
 
 # ---- initialisation and configuration ----
 
-def test_init_statistics_match_spec_table():
-    """Spec §1.13: W0 (fan-in 784) W_avg 0.0187, W_sd 0.505, range [-1.73, 1.77], SD 1.01;
-    W1 and Y (fan-in 500) W_avg 0.0293, W_sd 0.632, range [-2.16, 2.22]; b in [0.7965, 0.8035]."""
+def test_init_statistics_match_the_original_codes():
+    """The original code's init_weights (l.208-287) worked out by hand: W0 (fan-in 784) W_avg 0.0187, W_sd
+    0.505, range [-1.73, 1.77], SD 1.01; W1 and Y (fan-in 500) W_avg 0.0293, W_sd 0.632, range [-2.16, 2.22];
+    b in [0.7965, 0.8035]."""
     net = sdnn.init_weights(784, sdnn.PAPER, np.random.default_rng(0))
     W0, W1, Y = (w.astype(np.float64) for w in (net.W[0], net.W[1], net.Y[0]))
     assert abs(W0.mean() - 0.0187) < 0.005 and abs(W0.std() - 1.01) < 0.005
@@ -449,7 +450,7 @@ def test_spiking_network_learns_mnist():
 
 def test_rate_preset_follows_original_code_curve():
     """RATE preset, 60,000 examples: the original code's rate mode reached 6.32 % (seed 0); three seeds
-    of this code gave 6.0-7.0 % (spec §1.18, results/sdnn_fidelity.json)."""
+    of this code gave 6.0-7.0 % (reference/sdnn_fidelity.json)."""
     d = datasets.load("mnist", data_dir_or_skip("mnist"), n_valid=0)
     (X, y), (Xt, yt) = d["train"], d["test"]
     rng = np.random.default_rng(0)
