@@ -708,7 +708,8 @@ def parse(argv=None):
     p.add_argument("--n-valid", type=int, help="validation images carved from the end of the training set")
     p.add_argument("--hidden", type=int, nargs="*", default=[500], help="hidden layer sizes, e.g. 500 100")
     p.add_argument("--epochs", type=int, help="training epochs (default 10; a figure's own default)")
-    p.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="set a field of the rule's config, e.g. "
+    p.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE", help="set fields of the rule's "
+                   "config (may be given more than once), e.g. "
                    "--set etas=2.4,0.105 eta_schedule=linear (sdnn) or --set optimizer=sgd beta2=0.99")
     p.add_argument("--lr", type=float, help="shorthand for --set lr=... (microcircuit: every layer's rate)")
     p.add_argument("--batch", type=int, help="shorthand for --set batch=... (minibatch rules)")

@@ -95,6 +95,8 @@ def test_baseline_settings_from_the_command_line_reach_the_config(tmp_path):
     assert cfg["phase_steps"] == 10                    # one alternating phase = one epoch of 1000 at batch 100
     with pytest.raises(ValueError, match="--set beta=0.9: expected KEY=VALUE with KEY one of .*beta2"):
         experiments.cli_minibatch(experiments.parse(["--train", "bp", "--set", "beta=0.9"]), data, None)
+    args = experiments.parse(["--train", "sdtp", "--set", "activation=tanh", "--lr", "1e-3", "--set", "sigma=0.1"])
+    assert args.set == ["activation=tanh", "sigma=0.1"]                         # several --set add up
     with pytest.raises(ValueError, match="--lr and --set lr=...: give one of them"):
         experiments.cli_minibatch(experiments.parse(["--train", "bp", "--lr", "0.1", "--set", "lr=0.2"]), data, None)
 
