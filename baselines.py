@@ -1065,7 +1065,9 @@ def eqprop_predict(params, x, cfg):
 # picks the row for a network's depth. The paper's MNIST rates are in its supplement, not consulted here,
 # so both rows were chosen on MNIST's validation split with this code (other settings at their defaults).
 MICROCIRCUIT_ETAS = {
-    1: (2.0, 0.1),            # 784-500-10: chosen on the validation split, this code (see below)
+    1: (2.0, 0.1),            # 784-500-10: chosen on the validation split, this code; val error after
+                              #   1 epoch on 10,000 images, seed 0, first rate 0.5 / 1 / 2 / 4: 11.8 /
+                              #   10.5 / 9.5 / 9.7 % (output rate 0.1 as the 2-hidden row)
     2: (0.5, 0.1, 0.1),       # 784-500-500-10, the paper's network: see MicrocircuitConfig.etas
 }
 
