@@ -841,6 +841,19 @@ def kh_eps(epoch, cfg):
     return cfg.eps0 * (1.0 - epoch / cfg.epochs_unsup)
 
 
+def kh_epoch(W, x, perm, epoch, cfg, progress=None):
+    """Unsupervised epoch `epoch` of the rule on the images x in the order perm, W in place; returns
+    eps and the median Lebesgue-p norm of the rows (1 once a unit has converged, [7] Eq. 3)."""
+    eps = kh_eps(epoch, cfg)
+    for i in range(0, len(x), cfg.batch_unsup):
+        batch = perm[i:i + cfg.batch_unsup]
+        kh_step(W, x[batch], eps, cfg)
+        if progress:
+            progress(len(batch))
+    norms = np.sum(np.abs(W.astype(np.float64)) ** cfg.p, axis=1) ** (1 / cfg.p)
+    return eps, float(np.median(norms))
+
+
 def kh_hidden(W, x, cfg):
     """Rectified polynomial units h_mu = max(sum_i W_mu,i v_i, 0)^n (B, n_hidden) ([7], top layer).
 

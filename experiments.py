@@ -31,6 +31,7 @@ import numpy as np
 import baselines
 import datasets
 import sdnn
+from figures import atomic_write
 
 TRAINERS = {}   # rule -> fn(args, data, rng) -> Trainer: the command line's adapter for that rule
 
@@ -46,14 +47,6 @@ def register(table, *names):
 
 # ------------------------------------------------------------------------------------------------
 # Saving: JSON and checkpoints, written atomically (a temporary file unique to this process, then a rename).
-
-def atomic_write(path, write, mode="w"):
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, mode) as f:
-        write(f)
-    os.replace(tmp, path)
-    return path
-
 
 def save_json(obj, path):
     return atomic_write(path, lambda f: json.dump(obj, f, indent=1))
@@ -406,12 +399,8 @@ def kh_trainer(cfg, data, rng, epochs, synapses=None, save_synapses=None):
     h = {}                                                                  # hidden features, not saved
 
     def pre_epoch(m, perm, index, bar):
-        eps = baselines.kh_eps(index, cfg)
-        for i in range(0, len(x), cfg.batch_unsup):
-            baselines.kh_step(m["W"], x[perm[i:i + cfg.batch_unsup]], eps, cfg)
-            bar.update(min(cfg.batch_unsup, len(x) - i))
-        norms = np.sum(np.abs(m["W"].astype(np.float64)) ** cfg.p, axis=1) ** (1 / cfg.p)
-        return {"eps": eps, "unsup_median_row_norm": float(np.median(norms))}
+        eps, norm = baselines.kh_epoch(m["W"], x, perm, index, cfg, bar.update)
+        return {"eps": eps, "unsup_median_row_norm": norm}
 
     def prepare(m):
         if save_synapses:
@@ -549,10 +538,9 @@ def cli_minibatch(args, data, rng):
     items = dict(item.partition("=")[::2] for item in args.set or [])
     if items.get("loss") == "mse" and "output" not in items:
         given["output"] = "sigmoid"
-    if baselines.RULES[args.train].extra_update is not None and "phase_steps" not in items:
-        # alternating schedule: one phase = one epoch
-        given["phase_steps"] = -(-len(data.x) // int(items.get("batch", given.get("batch", baselines.Config.batch))))
     cfg = rule_config(baselines.Config, args.set, sizes=(data.x.shape[1], *args.hidden, data.n_out), **given)
+    if baselines.RULES[args.train].extra_update is not None and "phase_steps" not in items:
+        cfg = replace(cfg, phase_steps=-(-len(data.x) // cfg.batch))   # alternating: one phase = one epoch
     return minibatch_trainer(args.train, cfg, data, rng)
 
 
@@ -612,10 +600,9 @@ def cli_eqprop(args, data, rng):
 @register(TRAINERS, "microcircuit")
 def cli_microcircuit(args, data, rng):
     given = baselines.microcircuit_defaults((data.x.shape[1], *args.hidden, data.n_out))   # rates for the depth
-    if args.lr is not None:                           # one rate for every bottom-up layer
+    given.update(shorthands(args, lr="etas"))
+    if args.lr is not None:                           # --lr: one rate for every bottom-up layer
         given["etas"] = (args.lr,) * (len(args.hidden) + 1)
-        args.lr = None
-    given.update(shorthands(args, lr=None))
     return microcircuit_trainer(rule_config(baselines.MicrocircuitConfig, args.set, **given), data, rng)
 
 
@@ -671,10 +658,11 @@ def draw(args, kind):
                                                             for f in dataclasses.fields(model)})
         elif args.set:
             raise ValueError(f"--set: {kind} {name} has no model config to set")
-        cfg = figures.FigConfig(dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs_given, model=model)
+        cfg = figures.FigConfig(dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs_given,
+                                seed=args.seed, model=model)
         data = compute(cfg, np.random.default_rng(args.seed), args.quick)
         meta = {"config": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "model"},
-                "model": config_json(model) if model is not None else None, "seed": args.seed,
+                "model": config_json(model) if model is not None else None,
                 "quick": args.quick, "command": sys.argv[1:]}
         print(f"wrote {figures.save_data(data, stem, meta)}")
     figures.setup_matplotlib()

@@ -2,7 +2,7 @@
 
     compute, plot, model = FIGURES["3"]
     data = compute(FigConfig(model=model), np.random.default_rng(0), quick=False)
-    save_data(data, "results/fig3", meta)      # results/fig3.npz (arrays) + results/fig3.json (the rest)
+    save_data(data, "results/fig3", meta)      # results/fig3.json: the numbers, arrays included, and meta
     fig = plot(load_data("results/fig3"))      # --replot starts here, without recomputing
     save_figure(fig, "results/fig3")           # results/fig3.png + results/fig3.pdf
 
@@ -16,9 +16,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-import matplotlib
 import numpy as np
-from matplotlib.figure import Figure
 
 import baselines
 import datasets
@@ -31,6 +29,7 @@ class FigConfig:
     dataset: str = "mnist"
     data_dir: str | None = None     # None: datasets.load's default ($SDNN_DATA, then a cache)
     epochs: int | None = None       # None: the figure's own default
+    seed: int = 0                   # --seed; a study of several seeds runs seed, seed + 1, ...
     model: object = None            # the figure's model config (sdnn.Config, baselines.KHConfig, ...), --set applied
 
 
@@ -45,7 +44,9 @@ KH_DEMO = baselines.KHConfig(n_hidden=100, p=2.0, k=2, Delta=0.4, eps0=2e-2, bat
 
 def setup_matplotlib():
     """The one matplotlib set-up: the Agg backend (no display) and TrueType (Type 42) fonts in PDF/PS
-    files, which stay editable text in a journal's tools (Type 3 fonts do not)."""
+    files, which stay editable text in a journal's tools (Type 3 fonts do not). matplotlib is imported
+    here, not at the top: training runs import this module for atomic_write and need no plotting."""
+    import matplotlib
     matplotlib.use("Agg")
     matplotlib.rcParams.update({"pdf.fonttype": 42, "ps.fonttype": 42})
 
@@ -53,10 +54,11 @@ def setup_matplotlib():
 def new_figure(**kw):
     """A Figure outside pyplot: nothing to close, no global figure list."""
     setup_matplotlib()
+    from matplotlib.figure import Figure
     return Figure(**kw)
 
 
-def _atomic_write(path, mode, write):
+def atomic_write(path, write, mode="w"):
     """write(f) into a temporary file unique to this process, then rename it over `path`: an
     interrupted run never leaves half a file, and two runs never write into the same temporary."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -74,9 +76,8 @@ def _atomic_write(path, mode, write):
 def save_figure(fig, stem):
     """Save fig as stem.png (150 dpi) and stem.pdf; return both paths."""
     setup_matplotlib()
-    return [_atomic_write(f"{stem}.{ext}", "wb",
-                          lambda f, ext=ext: fig.savefig(f, format=ext, dpi=150, bbox_inches="tight"))
-            for ext in ("png", "pdf")]
+    return [atomic_write(f"{stem}.{ext}", lambda f, ext=ext: fig.savefig(f, format=ext, dpi=150, bbox_inches="tight"),
+                         "wb") for ext in ("png", "pdf")]
 
 
 def _jsonable(obj):
@@ -86,28 +87,27 @@ def _jsonable(obj):
     if isinstance(obj, np.generic):
         return obj.item()
     raise TypeError(f"{type(obj).__name__} cannot be saved as JSON: put arrays at the top level of the data "
-                    "dict (they go to the .npz), everything else as numbers, strings, lists or dicts")
+                    "dict (saved with their dtype and shape), everything else as numbers, strings, lists or dicts")
 
 
 def save_data(data, stem, meta):
-    """The top-level arrays of `data` -> stem.npz; the other values and `meta` (the config, the
-    command) -> stem.json. Returns the JSON path."""
-    arrays = {k: v for k, v in data.items() if isinstance(v, np.ndarray)}
+    """`data` and `meta` (the config, the command) -> stem.json, one text file: top-level arrays are
+    kept as {dtype, shape, values} (JSON numbers hold a float32 or float64 exactly). Returns the path."""
+    arrays = {k: {"dtype": v.dtype.str, "shape": v.shape, "values": v.ravel().tolist()}
+              for k, v in data.items() if isinstance(v, np.ndarray)}
     rest = {k: v for k, v in data.items() if k not in arrays}
-    text = json.dumps({"meta": meta, "data": rest, "arrays": sorted(arrays)}, indent=1, default=_jsonable)
-    _atomic_write(f"{stem}.npz", "wb", lambda f: np.savez_compressed(f, **arrays))
-    return _atomic_write(f"{stem}.json", "w", lambda f: f.write(text))
+    text = json.dumps({"meta": meta, "data": rest, "arrays": arrays}, default=_jsonable)
+    return atomic_write(f"{stem}.json", lambda f: f.write(text))
 
 
 def load_data(stem):
-    """The dict that save_data saved under `stem` (arrays from stem.npz, the rest from stem.json)."""
-    for path in (f"{stem}.json", f"{stem}.npz"):
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{path} not found: no saved numbers to redraw; run without --replot first")
+    """The dict that save_data saved under `stem`, arrays with their dtype and shape."""
+    if not os.path.exists(f"{stem}.json"):
+        raise FileNotFoundError(f"{stem}.json not found: no saved numbers to redraw; run without --replot first")
     with open(f"{stem}.json") as f:
-        data = json.load(f)["data"]
-    with np.load(f"{stem}.npz", allow_pickle=False) as z:
-        data.update({k: z[k] for k in z.files})
+        saved = json.load(f)
+    data = saved["data"]
+    data.update({k: np.array(a["values"], np.dtype(a["dtype"])).reshape(a["shape"]) for k, a in saved["arrays"].items()})
     return data
 
 
@@ -237,22 +237,17 @@ def plot_fig4(data):
 # ------------------------------------------------------------------------------------------------
 # Krotov-Hopfield receptive fields (not a figure of the segregated-dendrite paper).
 
-def kh_learn_synapses(W, x, cfg, rng, result=None):
-    """cfg.epochs_unsup epochs of the unsupervised rule on x, eps annealed linearly; W in place.
-    One line per epoch; a progress bar only on a terminal. result: lists of per-epoch seconds and norms."""
+def kh_learn_synapses(W, x, cfg, rng):
+    """cfg.epochs_unsup epochs of the unsupervised rule on x (baselines.kh_epoch), W in place; one line per
+    epoch, a progress bar only on a terminal."""
     from tqdm import tqdm
     for epoch in range(cfg.epochs_unsup):
-        start, eps, perm = time.perf_counter(), baselines.kh_eps(epoch, cfg), rng.permutation(len(x))
-        for i in tqdm(range(0, len(x), cfg.batch_unsup), desc=f"unsupervised {epoch + 1}/{cfg.epochs_unsup}",
-                      leave=False, disable=not sys.stdout.isatty()):
-            baselines.kh_step(W, x[perm[i:i + cfg.batch_unsup]], eps, cfg)
-        seconds = time.perf_counter() - start
-        norms = np.sum(np.abs(W.astype(np.float64)) ** cfg.p, axis=1) ** (1 / cfg.p)
-        if result is not None:
-            result["unsup_seconds_per_epoch"].append(seconds)
-            result["unsup_median_row_norm"].append(float(np.median(norms)))
-        print(f"unsupervised epoch {epoch + 1:3d}  eps {eps:.2e}  median ||W_mu||_p {np.median(norms):.3f}  "
-              f"{seconds:6.1f} s", flush=True)
+        start, perm = time.perf_counter(), rng.permutation(len(x))
+        with tqdm(total=len(x), desc=f"unsupervised {epoch + 1}/{cfg.epochs_unsup}", leave=False,
+                  disable=not sys.stdout.isatty()) as bar:
+            eps, norm = baselines.kh_epoch(W, x, perm, epoch, cfg, bar.update)
+        print(f"unsupervised epoch {epoch + 1:3d}  eps {eps:.2e}  median ||W_mu||_p {norm:.3f}  "
+              f"{time.perf_counter() - start:6.1f} s", flush=True)
     return W
 
 
@@ -288,8 +283,9 @@ def plot_kh_fields(data):
         field = W[j].reshape(channels, side, side).mean(axis=0)                 # CIFAR: mean over colours
         top, left = r * (side + 1), c * (side + 1)
         grid[top:top + side, left:left + side] = field / np.abs(field).max()
-    cmap = matplotlib.colormaps["bwr"].with_extremes(bad="0.75")
     fig = new_figure(figsize=(7.5, 7.5 * rows / cols + 1))
+    import matplotlib
+    cmap = matplotlib.colormaps["bwr"].with_extremes(bad="0.75")
     ax = fig.subplots()
     im = ax.imshow(grid, cmap=cmap, vmin=-1, vmax=1, interpolation="nearest")
     ax.set_axis_off()

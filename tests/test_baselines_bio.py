@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import baselines as bl
+import figures
 from conftest import data_dir_or_skip
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -401,7 +402,7 @@ def test_kh_fields_figure_quick(tmp_path):
     r = cli("--fig", "kh-fields", "--quick", "--quiet", "--data-dir", data, "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "kh-fields.png").exists()
-    W = np.load(tmp_path / "kh-fields.npz")["W"]
+    W = figures.load_data(str(tmp_path / "kh-fields"))["W"]
     assert W.shape == (100, 784)
     r = cli("--fig", "kh-fields", "--replot", "--out", str(tmp_path))    # redraw without training
     assert r.returncode == 0, r.stderr

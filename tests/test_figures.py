@@ -34,7 +34,7 @@ def test_compute_save_load_plot(name, compute, plot, model, tmp_path):
     data = compute(cfg, np.random.default_rng(0), quick=True)
     stem = str(tmp_path / name)
     figures.save_data(data, stem, meta={"config": cfg, "command": ["--fig", name, "--quick"]})
-    assert sorted(os.listdir(tmp_path)) == [f"{name}.json", f"{name}.npz"]      # no temporary files left
+    assert sorted(os.listdir(tmp_path)) == [f"{name}.json"]              # one text file, no temporaries left
     assert_same(figures.load_data(stem), data)
     fig = plot(figures.load_data(stem))
     assert isinstance(fig, Figure)
