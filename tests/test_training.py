@@ -167,7 +167,7 @@ def _interrupt_after(monkeypatch, module, name, calls):
               "--limit", "600", "--retests", "2"], sdnn, "train_epoch", 3),   # blocks of 500 + 100
 ])
 def test_resume_after_an_interrupt_gives_the_uninterrupted_result(rule, argv, module, name, calls, tmp_path,
-                                                                  monkeypatch):
+                                                                  monkeypatch, capsys):
     """Interrupt a run in its second epoch, resume it: the JSON equals an uninterrupted run's, bit for bit."""
     whole, cut = tmp_path / "whole.json", tmp_path / "cut.json"
     common = ["--train", rule, *argv, "--epochs", "3", "--seed", "4"]
@@ -177,7 +177,9 @@ def test_resume_after_an_interrupt_gives_the_uninterrupted_result(rule, argv, mo
         _cli(tmp_path, *common, "--json", str(cut))
     stopped = json.loads(cut.read_text())
     assert stopped["interrupted"] and stopped["epochs"] == 1 and not stopped["finished"]
+    capsys.readouterr()
     _cli(tmp_path, *common, "--json", str(cut), "--resume")
+    assert "unsupervised and 1 epochs done" in capsys.readouterr().out     # from the checkpoint, not afresh
     _same_run(whole, cut)
 
 
@@ -196,9 +198,11 @@ def test_unwritable_output_fails_before_training(tmp_path):
     assert r.returncode == 2 and "cannot write" in r.stderr and "epoch" not in r.stdout
 
 
-def test_sigterm_saves_the_epochs_and_resume_finishes_the_run(tmp_path):
-    """A real process, stopped by SIGTERM after its first epoch: the JSON keeps the finished epochs, no
-    progress bar floods the redirected output, and --resume ends where an uninterrupted run ends."""
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_killed_run_keeps_its_epochs_and_resume_finishes_it(sig, tmp_path):
+    """A real process, stopped after its first epoch by SIGTERM (handled) or SIGKILL (not): the JSON keeps
+    the finished epochs, no progress bar floods the redirected output, and --resume ends where an
+    uninterrupted run ends, bit for bit."""
     common = [sys.executable, os.path.join(ROOT, "experiments.py"), "--train", "sdnn", "--dataset", "digits",
               "--hidden", "20", "--set", "etas=0.2,0.2", "--epochs", "4", "--out", str(tmp_path)]
     whole, cut = tmp_path / "whole.json", tmp_path / "cut.json"
@@ -207,12 +211,17 @@ def test_sigterm_saves_the_epochs_and_resume_finishes_the_run(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and p.poll() is None:
         if cut.exists() and json.loads(cut.read_text())["epochs"] >= 1:
-            p.send_signal(signal.SIGTERM)
+            p.send_signal(sig)
             break
         time.sleep(0.02)
     out, err = p.communicate(timeout=120)
     stopped = json.loads(cut.read_text())
-    assert p.returncode == 0 and stopped["interrupted"] and 1 <= stopped["epochs"] < 4, err
+    assert 1 <= stopped["epochs"] < 4 and not stopped["finished"], err
+    if sig == signal.SIGTERM:
+        assert p.returncode == 0 and stopped["interrupted"], err
+    else:
+        assert p.returncode == -signal.SIGKILL
     assert "\r" not in err and "\r" not in out
-    subprocess.run(common + ["--json", str(cut), "--resume"], check=True, capture_output=True)
+    r = subprocess.run(common + ["--json", str(cut), "--resume"], check=True, capture_output=True, text=True)
+    assert f"unsupervised and {stopped['epochs']} epochs done" in r.stdout   # it did start from the checkpoint
     _same_run(whole, cut)
