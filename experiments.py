@@ -16,10 +16,12 @@ figures.py, studies and benchmarks in studies.py; this file owns the command lin
 import argparse
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import pickle
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -99,10 +101,14 @@ class Trainer:
     hint: str = ""           # what to try when the run diverges
     pre_epochs: int = 0      # epochs of an unsupervised stage before the logged epochs (kh)
     pre_epoch: Callable = None    # pre_epoch(model, perm, index, bar) -> per-epoch numbers
-    prepare: Callable = None      # prepare(model): after the unsupervised stage, also on resume
+    prepare: Callable = None      # prepare(model, stem): after the unsupervised stage, also on resume;
+                                  # side files are named stem + suffix
     start: Callable = None        # start(model) -> dict for the result, once before the first epoch
     finish: Callable = None       # finish(model) -> dict for the result, once after the last epoch
     schedule: dict = None         # the run's schedule (sdnn's Schedule), for the JSON
+
+
+CHECKPOINT_FORMAT = 1   # raise when what a checkpoint holds changes: restore() refuses other formats
 
 
 def fit(trainer, n_train, epochs, rng, result, path, resume=False, quiet=False):
@@ -124,8 +130,8 @@ def fit(trainer, n_train, epochs, rng, result, path, resume=False, quiet=False):
     def save(pre):
         result["epochs_requested"] = epochs
         save_json(result, path)
-        atomic_write(ckpt, lambda f: pickle.dump({"model": m, "rng": rng.bit_generator.state, "result": result,
-                                                   "pre_epochs": pre}, f), "wb")
+        atomic_write(ckpt, lambda f: pickle.dump({"format": CHECKPOINT_FORMAT, "model": m, "result": result,
+                                                   "rng": rng.bit_generator.state, "pre_epochs": pre}, f), "wb")
     with saved_on_interrupt(result, path):
         if trainer.start and pre_done == 0 and result["epochs"] == 0:
             result.update(trainer.start(m))
@@ -139,7 +145,7 @@ def fit(trainer, n_train, epochs, rng, result, path, resume=False, quiet=False):
             print(f"unsupervised epoch {i + 1:3d}  " + "  ".join(f"{k} {v:.4g}" for k, v in stats.items()), flush=True)
             save(i + 1)
         if trainer.prepare:
-            trainer.prepare(m)
+            trainer.prepare(m, os.path.splitext(path)[0])
         for epoch in range(result["epochs"], epochs):
             start, perm = time.perf_counter(), rng.permutation(n_train)
             try:
@@ -171,6 +177,9 @@ def restore(ckpt, trainer, rng, result):
     """Load a checkpoint into trainer.model and rng; refuse one of another run (other rule, data or config)."""
     with open(ckpt, "rb") as f:
         saved = pickle.load(f)
+    if saved.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"--resume: {ckpt} was written by another version of this code (checkpoint format "
+                         f"{saved.get('format')}, this code reads {CHECKPOINT_FORMAT}); start the run again")
     keys = ("rule", "dataset", "hidden", "seed", "limit", "n_valid", "n_train", "config", "schedule")
     other = [k for k in keys if saved["result"].get(k) != result.get(k)]
     if other:
@@ -346,13 +355,15 @@ def sdnn_epoch(m, X, y, cfg, sched, rng, epoch, run_examples, bar=None):
     return {key: np.concatenate([p[key] for p in parts]) for key in ("L0", "L1", "correct", "angle")}
 
 
-def sdnn_trainer(cfg, sched, data, rng, epochs, retests=0, name="sdnn"):
+def sdnn_trainer(cfg, sched, data, rng, epochs, retests=0, name="sdnn", diagnose=False):
     """The segregated-dendrite network (sdnn.py), one example at a time. train_error is the online error
     of the forward phases during the epoch (the code's record_training_error): a spiking test of all
-    training images would cost more than the epoch."""
+    training images would cost more than the epoch. The first 10 epochs also record the backprop angle
+    in blocks of 100 examples (Fig 7A). diagnose=True: after every epoch, L0 and L1 of every test image
+    without updates and their correlation per class (Fig 5B, C)."""
     net = sdnn.init_weights(data.x.shape[1], cfg, rng, gain=sched.init_gain)
     model = {"net": net, "state": sdnn.init_state(net), "avg": copy_weights(net) if sched.avg_halflife else None}
-    n_jobs = os.cpu_count() or 1
+    n_jobs = int(os.environ.get("NUMBA_NUM_THREADS", os.cpu_count() or 1))   # threads of the spiking tests
 
     def test(m, X, y):        # the average (if any) is what is tested; fresh spikes from rng every time
         return error_rate(sdnn.predict(m["avg"] or m["net"], X, cfg, rng, n_jobs=n_jobs), y)
@@ -360,9 +371,15 @@ def sdnn_trainer(cfg, sched, data, rng, epochs, retests=0, name="sdnn"):
     def epoch(m, perm, index, bar):
         r = sdnn_epoch(m, data.x[perm], data.y[perm], cfg, sched, rng, index, epochs * len(data.x), bar)
         angle = r["angle"]
-        return {"train_error": 1.0 - float(np.mean(r["correct"])), "mean_L0": float(np.mean(r["L0"])),
-                "mean_L1": float(np.mean(r["L1"])),
-                "mean_angle_deg": float(np.nanmean(angle)) if np.isfinite(angle).any() else None}
+        out = {"train_error": 1.0 - float(np.mean(r["correct"])), "mean_L0": float(np.mean(r["L0"])),
+               "mean_L1": float(np.mean(r["L1"])),
+               "mean_angle_deg": float(np.nanmean(angle)) if np.isfinite(angle).any() else None}
+        if index < 10 and np.isfinite(angle).any():     # Fig 7A: 10 epochs, a window of 100 examples
+            out["angle_per_100"] = [round(float(a), 3) for a in block_means(angle, 100)]
+        if diagnose:      # its own spikes, so that the training run is the same with or without it
+            spikes = np.random.default_rng([rng.bit_generator.seed_seq.entropy, 5, index])
+            out.update(l_diagnostics(m["net"], data.x_test, data.y_test, cfg, spikes, keep=index < 2))
+        return out
 
     def start(m):             # the paper tests once before training
         err = test(m, data.x_test, data.y_test)
@@ -385,7 +402,31 @@ def sdnn_trainer(cfg, sched, data, rng, epochs, retests=0, name="sdnn"):
                    hint="try smaller --set etas=...", start=start, finish=finish)
 
 
-def kh_trainer(cfg, data, rng, epochs, synapses=None, save_synapses=None):
+def block_means(a, n):
+    """Means of consecutive blocks of n entries of a, NaNs left out (the last block may be shorter)."""
+    blocks = (a[i:i + n] for i in range(0, len(a), n))
+    return np.array([np.nanmean(b) if np.isfinite(b).any() else np.nan for b in blocks])
+
+
+def l_diagnostics(net, X, y, cfg, rng, keep=False):
+    """Fig 5B, C: forward and target phases on every image of X without updates (a state of their own,
+    carried over as in training). Per class, Pearson's r between L0 (first hidden layer) and L1 (output),
+    and r after shuffling L1 within the class; keep=True also returns the L0, L1 pairs of the '2's."""
+    state = sdnn.init_state(net)
+    L = np.array([[info["L0"], info["L1"]] for info in
+                  (sdnn.train_example(net, state, x, label, cfg, rng, update=False) for x, label in zip(X, y))])
+    r, r_shuffled = [], []
+    for c in range(int(y.max()) + 1):
+        L0, L1 = L[y == c, 0], L[y == c, 1]
+        r.append(float(np.corrcoef(L0, L1)[0, 1]))
+        r_shuffled.append(float(np.corrcoef(L0, rng.permutation(L1))[0, 1]))
+    out = {"r_L0_L1": r, "r_L0_L1_shuffled": r_shuffled}
+    if keep:
+        out["L0_L1_twos"] = L[y == 2].round(6).tolist()
+    return out
+
+
+def kh_trainer(cfg, data, rng, epochs, synapses=None, save_synapses=False):
     """Krotov-Hopfield: the hidden synapses W learn without labels for cfg.epochs_unsup epochs, then the
     top layer S learns for `epochs` epochs with Adam (the logged epochs). synapses: start from this W."""
     x, x_val, x_test = (a.astype(cfg.dtype) for a in (data.x, data.x_val, data.x_test))
@@ -402,9 +443,9 @@ def kh_trainer(cfg, data, rng, epochs, synapses=None, save_synapses=None):
         eps, norm = baselines.kh_epoch(m["W"], x, perm, index, cfg, bar.update)
         return {"eps": eps, "unsup_median_row_norm": norm}
 
-    def prepare(m):
-        if save_synapses:
-            np.savez_compressed(save_synapses, W=m["W"])
+    def prepare(m, stem):
+        if save_synapses:        # beside the run's JSON: --synapses starts a run from them
+            np.savez_compressed(stem + ".npz", W=m["W"])
         h.update(zip(("train", "val", "test"), (baselines.kh_hidden(m["W"], a, cfg) for a in (x, x_val, x_test))))
 
     def epoch(m, perm, index, bar):
@@ -567,7 +608,8 @@ def sdnn_settings(args, n_out=10):
 @register(TRAINERS, "sdnn")
 def cli_sdnn(args, data, rng):
     cfg, sched = sdnn_settings(args, data.n_out)
-    trainer = sdnn_trainer(cfg, sched, data, rng, args.epochs, args.retests, name=f"sdnn ({args.preset})")
+    trainer = sdnn_trainer(cfg, sched, data, rng, args.epochs, args.retests, name=f"sdnn ({args.preset})",
+                           diagnose=args.diagnose)
     trainer.schedule = config_json(sched)
     if sched.eta_schedule == "linear":      # the rates depend on the run's length: resume only the same run
         trainer.schedule["run_examples"] = args.epochs * len(data.x)
@@ -586,7 +628,7 @@ def cli_kh(args, data, rng):
         if synapses.shape != (cfg.n_hidden, data.x.shape[1]):
             raise ValueError(f"--synapses {args.synapses}: W has shape {synapses.shape}, the network needs "
                              f"{(cfg.n_hidden, data.x.shape[1])} (--hidden {synapses.shape[0]}?)")
-    return kh_trainer(cfg, data, rng, args.epochs, synapses, os.path.splitext(json_path(args))[0] + ".npz")
+    return kh_trainer(cfg, data, rng, args.epochs, synapses, save_synapses=True)
 
 
 @register(TRAINERS, "eqprop")
@@ -606,28 +648,120 @@ def cli_microcircuit(args, data, rng):
     return microcircuit_trainer(rule_config(baselines.MicrocircuitConfig, args.set, **given), data, rng)
 
 
-def json_path(args):
-    return args.json or os.path.join(args.out, f"{args.train}_{args.dataset}.json")
+CONFIG_CLASSES = {"sdnn": sdnn.Config, "kh": baselines.KHConfig, "eqprop": baselines.EqPropConfig,
+                  "microcircuit": baselines.MicrocircuitConfig}
+
+
+def run_name(result):
+    """<rule>_<dataset>_<hash>_s<seed>: the hash covers what makes the run (data, config, schedule) and
+    leaves out config fields at their defaults, so that a field added to a config later keeps old names."""
+    cls = CONFIG_CLASSES.get(result["rule"], baselines.Config)
+    defaults = {f.name: list(f.default) if isinstance(f.default, tuple) else f.default for f in dataclasses.fields(cls)}
+    key = {k: result[k] for k in ("rule", "dataset", "n_train", "n_valid", "limit", "quick")}
+    key["config"] = {k: v for k, v in result["config"].items() if k not in defaults or v != defaults[k]}
+    key["schedule"] = {k: v for k, v in (result["schedule"] or {}).items() if getattr(Schedule, k, None) != v}
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{result['rule']}_{result['dataset']}_{digest}_s{result['seed']}"
+
+
+def versions():
+    """The code's commit (when in a git checkout) and the versions of the packages a result depends on."""
+    import numba
+    import scipy
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        commit = subprocess.run(["git", "-C", here, "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=10).stdout.strip() or None
+        dirty = bool(subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
+                                    capture_output=True, text=True, timeout=10).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = None, None
+    return {"commit": commit, "uncommitted_changes": dirty, "python": sys.version.split()[0],
+            "numpy": np.__version__, "scipy": scipy.__version__, "numba": numba.__version__}
 
 
 def train(args):
-    """--train RULE: build the rule's trainer from the command line and fit it; returns the result."""
+    """--train RULE: build the rule's trainer from the command line and fit it; returns the result. The
+    JSON goes to --json, or to --out/<run_name>.json: one file per run."""
     if args.train not in TRAINERS:
         fail(f"unknown rule {args.train!r}; valid rules: {' '.join(sorted(TRAINERS))}")
-    path = writable(json_path(args))
+    if args.json:
+        writable(args.json)
     data = load_split(args)
     rng = np.random.default_rng(args.seed)
     trainer = TRAINERS[args.train](args, data, rng)
     result = {"rule": args.train, "dataset": args.dataset, "hidden": list(args.hidden), "seed": args.seed,
-              "limit": args.limit, "n_valid": args.n_valid, "n_train": len(data.x), "command": sys.argv[1:],
-              "config": trainer.config, "schedule": trainer.schedule, "epochs": 0,
-              "train_error": [], "val_error": [], "test_error": [], "seconds_per_epoch": [],
-              "eval_seconds_per_epoch": [], "diverged": False}
+              "limit": args.limit, "n_valid": args.n_valid, "n_train": len(data.x), "quick": args.quick,
+              "command": args.argv, "config": trainer.config, "schedule": trainer.schedule,
+              "versions": versions(), "epochs": 0, "train_error": [], "val_error": [], "test_error": [],
+              "seconds_per_epoch": [], "eval_seconds_per_epoch": [], "diverged": False}
     if args.train == "sdnn":
         result["preset"] = args.preset
+    path = writable(args.json or os.path.join(args.out, run_name(result) + ".json"))
     result = summarize(fit(trainer, len(data.x), args.epochs, rng, result, path, args.resume, args.quiet))
     print(f"wrote {save_json(result, path)}")
     return result
+
+
+def run_path(argv):
+    """The JSON that `python experiments.py ARGV` (a --train command) writes, found without training."""
+    args = parse(argv)
+    if args.json:
+        return args.json
+    data = load_split(args)
+    trainer = TRAINERS[args.train](args, data, np.random.default_rng(args.seed))
+    result = {"rule": args.train, "dataset": args.dataset, "seed": args.seed, "limit": args.limit,
+              "n_valid": args.n_valid, "n_train": len(data.x), "quick": args.quick, "config": trainer.config,
+              "schedule": trainer.schedule}
+    return os.path.join(args.out, run_name(result) + ".json")
+
+
+def run_all(argvs, workers=None, quiet=False):
+    """Run `python experiments.py ARGV --resume --quiet` for every --train ARGV, `workers` at a time (default:
+    one per core), each process with one thread and its log beside its JSON. A finished run is not run
+    again; an interrupted one resumes. Returns the results in order; a failed run's result is
+    {"error": the end of its log}, and the others go on."""
+    paths = [run_path(a) for a in argvs]
+
+    def finished(argv, path):     # the result of a run that needs no more work, else None
+        try:
+            with open(path) as f:
+                result = json.load(f)
+        except (OSError, ValueError):
+            return None
+        return result if result.get("finished") and result["epochs"] >= parse(argv).epochs else None
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               NUMBA_NUM_THREADS="1")
+    script, todo, running = os.path.abspath(__file__), list(zip(argvs, paths)), []
+    workers = workers or os.cpu_count() or 1
+    with progress(len(todo), "runs", quiet) as bar:
+        while todo or running:
+            while todo and len(running) < workers:
+                argv, path = todo.pop(0)
+                if finished(argv, path):
+                    bar.update(1)
+                    continue
+                writable(path)
+                log = open(os.path.splitext(path)[0] + ".log", "a")
+                print(f"run: python experiments.py {' '.join(argv)}", flush=True)
+                running.append((subprocess.Popen([sys.executable, script, *argv, "--resume", "--quiet"],
+                                                 stdout=log, stderr=subprocess.STDOUT, env=env), log))
+            time.sleep(0.2)
+            for proc, log in [r for r in running if r[0].poll() is not None]:
+                running.remove((proc, log))
+                log.close()
+                bar.update(1)
+    results = []
+    for argv, path in zip(argvs, paths):
+        if result := finished(argv, path):
+            results.append(dict(result, path=path))
+        else:
+            with open(os.path.splitext(path)[0] + ".log") as f:
+                tail = f.read()[-2000:]
+            print(f"run failed: python experiments.py {' '.join(argv)}\n{tail}", file=sys.stderr)
+            results.append({"error": tail, "command": argv})
+    return results
 
 
 # ------------------------------------------------------------------------------------------------
@@ -701,26 +835,40 @@ def parse(argv=None):
                    "--set etas=2.4,0.105 eta_schedule=linear (sdnn) or --set optimizer=sgd beta2=0.99")
     p.add_argument("--lr", type=float, help="shorthand for --set lr=... (microcircuit: every layer's rate)")
     p.add_argument("--batch", type=int, help="shorthand for --set batch=... (minibatch rules)")
-    p.add_argument("--preset", default="paper", help="sdnn: paper, rate or original_code (sdnn.PRESETS)")
+    p.add_argument("--preset", help="sdnn: paper (default), rate, original_code or march_2017 (sdnn.PRESETS); "
+                   "a figure: the model it trains")
     p.add_argument("--retests", type=int, default=0, help="sdnn: test the final network N more times on the "
                    "test set, fresh spikes each time, and report the mean and SD (the paper's Fig 6B: 20)")
+    p.add_argument("--diagnose", action="store_true", help="sdnn: after every epoch, L0 and L1 of the "
+                   "test images without updates, correlated per class (Fig 5)")
     p.add_argument("--synapses", help="kh: start from the synapses W of this .npz (saved by --train kh); "
                    "with --set epochs_unsup=0 only the top layer learns")
     p.add_argument("--limit", type=int, help="use only the first N training examples")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", help="write the result JSON here (default results/<rule>_<dataset>.json); "
-                   "its checkpoint goes beside it (.ckpt)")
-    p.add_argument("--resume", action="store_true", help="continue the run of --json from its checkpoint")
+    p.add_argument("--json", help="write the result JSON here (default: --out/<rule>_<dataset>_<hash>_s<seed>"
+                   ".json, the hash of the run's settings); its checkpoint goes beside it (.ckpt)")
+    p.add_argument("--resume", action="store_true", help="continue the run from its checkpoint (the same "
+                   "settings find the same file)")
     p.add_argument("--out", default="results", help="directory for results and figures")
     p.add_argument("--quick", action="store_true", help="a small, fast version (smoke tests)")
     p.add_argument("--replot", action="store_true", help="redraw a figure from saved data (or reference/)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     args.epochs_given = args.epochs
     args.epochs = 10 if args.epochs is None else args.epochs
     for name, value in (("--epochs", args.epochs), ("--limit", args.limit), ("--batch", args.batch)):
         if value is not None and value <= 0:
             p.error(f"{name} {value}: must be a positive integer")
+    owners = {"--preset": ("sdnn", args.preset), "--retests": ("sdnn", args.retests),
+              "--diagnose": ("sdnn", args.diagnose), "--synapses": ("kh", args.synapses)}
+    for flag, (rule, value) in owners.items():
+        if value and args.train is not None and args.train != rule:
+            p.error(f"{flag} is an option of --train {rule}, not of --train {args.train}")
+        if value and args.train is None and flag != "--preset":
+            p.error(f"{flag} is an option of --train {rule}; it does nothing here")
+    if args.train == "sdnn" and args.preset is None:
+        args.preset = "paper"
     if args.retests < 0:
         p.error(f"--retests {args.retests}: must be 0 (none) or a positive number of re-tests")
     if args.seed < 0:

@@ -82,6 +82,8 @@ class Config:
     b_avg: float = 0.8                # bias mean
     b_sd: float = 0.001               # bias SD
     init_spread: float = 3.465        # the code's constant, ~2*sqrt(3): actual SD of W is 2*W_sd (l.257)
+    feedback_init: str = "head"       # "head": Y = W_avg + spread W_sd U(-1, 1) (l.257); "product": zero-mean
+                                      # R, Y^(k-1) = R Y^(k) with Y^(L) = I, as the code of March 2017
 
     def __post_init__(self):
         def bad(name, why):
@@ -104,7 +106,8 @@ class Config:
         if any(e < 0 for e in self.etas):
             bad("etas", "learning rates must be >= 0")
         for name, allowed in (("psp", ("exact", "truncated10")), ("window", ("after_settle", "last20")),
-                              ("teach_scale", ("unscaled", "literal")), ("phase_round", ("floor", "round"))):
+                              ("teach_scale", ("unscaled", "literal")), ("phase_round", ("floor", "round")),
+                              ("feedback_init", ("head", "product"))):
             if getattr(self, name) not in allowed:
                 bad(name, f"must be one of {allowed}")
         if not 0 <= self.sparse_feedback < 1:
@@ -161,7 +164,13 @@ RATE = replace(PAPER, spiking=False, spiking_feedback=False, random_phase_length
 # The code's choices where they differ from the paper: 10-step kernel (l.90, 162-168), last-20-step
 # averages, 250-ms test phase, plateau spread SD 3 (#1, #2, #3, #5).
 ORIGINAL_CODE = replace(PAPER, psp="truncated10", window="last20", test_ms=250, plateau_sd=3.0)
-PRESETS = {"paper": PAPER, "rate": RATE, "original_code": ORIGINAL_CODE}
+# The code of 15-17 March 2017 (76f83e5 ... f699bc4), the likeliest version behind the figures: ORIGINAL_CODE's
+# kernel, window and test phase, with W = W_avg + 3.465 W_sd (U - 1/2) (half HEAD's spread: SD = W_sd) and
+# zero-mean feedback Y^(k-1) = R Y^(k), a product of random matrices below the top hidden layer
+# (f699bc4 deep_learning.py l.210, 220). That file's default also drew per-unit plateau times
+# (use_rand_burst_times = True, l.38); the paper's Methods and this preset keep them synchronous.
+MARCH_2017 = replace(ORIGINAL_CODE, init_spread=3.465 / 2, feedback_init="product")
+PRESETS = {"paper": PAPER, "rate": RATE, "original_code": ORIGINAL_CODE, "march_2017": MARCH_2017}
 
 
 def sigma(x):
@@ -232,7 +241,8 @@ class Network:
 
 
 def init_weights(n_in, cfg, rng, gain=1.0):
-    """The code's init_weights (use_weight_optimization=True), exactly (l.208-287). Returns a Network.
+    """The code's init_weights (use_weight_optimization=True), exactly (l.208-287; cfg.feedback_init="product":
+    its March 2017 form, f699bc4 l.172-231). Returns a Network.
     gain multiplies W and Y after the formula: a choice of the training run, not of the paper (1)."""
     sizes = (n_in,) + tuple(cfg.hidden) + (cfg.n_out,)
     L = len(cfg.hidden)
@@ -247,8 +257,11 @@ def init_weights(n_in, cfg, rng, gain=1.0):
         W_sd = math.sqrt(W_sm - W_avg ** 2)
         W[k] = W_avg + cfg.init_spread * W_sd * rng.uniform(-1, 1, size=(sizes[k + 1], N))
         b[k] = cfg.b_avg + cfg.init_spread * cfg.b_sd * rng.uniform(-1, 1, size=sizes[k + 1])
-        if k > 0:   # Y for hidden layer k-1, drawn with the fan-in of the layer above it (code l.257)
-            Y[k - 1] = W_avg + cfg.init_spread * W_sd * rng.uniform(-1, 1, size=(N, cfg.n_out))
+        if k > 0 and cfg.feedback_init == "head":   # Y for hidden layer k-1, with the fan-in N of the layer
+            Y[k - 1] = W_avg + cfg.init_spread * W_sd * rng.uniform(-1, 1, size=(N, cfg.n_out))  # above (l.257)
+        elif k > 0:                                   # March 2017: Y^(k-1) = R Y^(k), Y^(L) = I (f699bc4 l.220)
+            above = np.eye(cfg.n_out) if k == L else Y[k]
+            Y[k - 1] = cfg.init_spread * W_sd * rng.uniform(-1, 1, size=(N, sizes[k + 1])) @ above
     net = Network([np.asfortranarray(gain * w, np.float32) for w in W], [v.astype(np.float32) for v in b],
                   [np.asfortranarray(gain * y, np.float32) for y in Y])
     if cfg.sparse_feedback > 0:   # Fig 8: zero a fraction of Y (without replacement), scale the rest

@@ -108,7 +108,8 @@ def test_cli_schedule_decays_the_rates_after_each_epoch(monkeypatch, tmp_path):
     _cli(tmp_path, "--train", "sdnn", "--hidden", "8", "--set", "etas=0.4,0.2", "eta_decay=0.5", "--epochs", "3",
          "--limit", "100")
     assert seen == [((0.4, 0.2), 100), ((0.2, 0.1), 100), ((0.1, 0.05), 100)]
-    res = json.loads((tmp_path / "sdnn_digits.json").read_text())
+    (path,) = tmp_path.glob("sdnn_digits_*_s0.json")               # one file per run, named by its settings
+    res = json.loads(path.read_text())
     assert res["config"]["etas"] == [0.4, 0.2] and res["schedule"]["eta_decay"] == 0.5
 
 
