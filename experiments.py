@@ -654,10 +654,13 @@ CONFIG_CLASSES = {"sdnn": sdnn.Config, "kh": baselines.KHConfig, "eqprop": basel
 
 def run_name(result):
     """<rule>_<dataset>_<hash>_s<seed>: the hash covers what makes the run (data, config, schedule) and
-    leaves out config fields at their defaults, so that a field added to a config later keeps old names."""
+    leaves out config fields at their defaults, so that a field added to a config later keeps old names.
+    The epochs are left out (a longer run continues a shorter one) unless the final network is re-tested."""
     cls = CONFIG_CLASSES.get(result["rule"], baselines.Config)
     defaults = {f.name: list(f.default) if isinstance(f.default, tuple) else f.default for f in dataclasses.fields(cls)}
     key = {k: result[k] for k in ("rule", "dataset", "n_train", "n_valid", "limit", "quick")}
+    if result.get("retests"):
+        key.update(retests=result["retests"], epochs=result["epochs_requested"])
     key["config"] = {k: v for k, v in result["config"].items() if k not in defaults or v != defaults[k]}
     key["schedule"] = {k: v for k, v in (result["schedule"] or {}).items() if getattr(Schedule, k, None) != v}
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
@@ -692,7 +695,7 @@ def train(args):
     trainer = TRAINERS[args.train](args, data, rng)
     result = {"rule": args.train, "dataset": args.dataset, "hidden": list(args.hidden), "seed": args.seed,
               "limit": args.limit, "n_valid": args.n_valid, "n_train": len(data.x), "quick": args.quick,
-              "command": args.argv, "config": trainer.config, "schedule": trainer.schedule,
+              "retests": args.retests, "epochs_requested": args.epochs, "command": args.argv, "config": trainer.config, "schedule": trainer.schedule,
               "versions": versions(), "epochs": 0, "train_error": [], "val_error": [], "test_error": [],
               "seconds_per_epoch": [], "eval_seconds_per_epoch": [], "diverged": False}
     if args.train == "sdnn":
@@ -712,7 +715,7 @@ def run_path(argv):
     trainer = TRAINERS[args.train](args, data, np.random.default_rng(args.seed))
     result = {"rule": args.train, "dataset": args.dataset, "seed": args.seed, "limit": args.limit,
               "n_valid": args.n_valid, "n_train": len(data.x), "quick": args.quick, "config": trainer.config,
-              "schedule": trainer.schedule}
+              "schedule": trainer.schedule, "retests": args.retests, "epochs_requested": args.epochs}
     return os.path.join(args.out, run_name(result) + ".json")
 
 
