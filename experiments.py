@@ -779,7 +779,7 @@ def draw(args, kind):
         what = "figure" if kind == "fig" else "study"
         fail(f"unknown {what} {name!r}; valid {'figures' if kind == 'fig' else 'studies'}: {' '.join(sorted(table))}")
     compute, plot, model = table[name]
-    stem = os.path.join(args.out, f"fig{name}" if kind == "fig" and name.isdigit() else name)
+    stem = os.path.join(args.out, f"fig{name}" if kind == "fig" and name[0].isdigit() else name)
     if args.replot:
         for candidate in (stem, os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference",
                                              os.path.basename(stem))):
@@ -790,13 +790,19 @@ def draw(args, kind):
         print(f"replotting the data of {stem}.json")
     else:
         writable(stem + ".json")
+        if model is not None and args.preset:
+            if not isinstance(model, sdnn.Config) or args.preset not in sdnn.PRESETS:
+                raise ValueError(f"--preset {args.preset}: {kind} {name} takes one of {sorted(sdnn.PRESETS)}"
+                                 if isinstance(model, sdnn.Config) else f"--preset: {kind} {name} has no sdnn model")
+            model = replace(sdnn.PRESETS[args.preset], hidden=model.hidden, etas=model.etas)
         if model is not None:
             model = rule_config(type(model), args.set, **{f.name: getattr(model, f.name)
                                                             for f in dataclasses.fields(model)})
-        elif args.set:
-            raise ValueError(f"--set: {kind} {name} has no model config to set")
+        elif kind == "study" and args.set:
+            raise ValueError(f"--set: study {name} has no model config to set")
         cfg = figures.FigConfig(dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs_given,
-                                seed=args.seed, model=model)
+                                seed=args.seed, model=model, preset=args.preset, set=tuple(args.set or ()),
+                                seeds=args.seeds, runs=os.path.join(args.out, "runs"))
         data = compute(cfg, np.random.default_rng(args.seed), args.quick)
         meta = {"config": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "model"},
                 "model": config_json(model) if model is not None else None,
@@ -853,6 +859,7 @@ def parse(argv=None):
     p.add_argument("--resume", action="store_true", help="continue the run from its checkpoint (the same "
                    "settings find the same file)")
     p.add_argument("--out", default="results", help="directory for results and figures")
+    p.add_argument("--seeds", type=int, help="training figures: seeds per condition (default 2; 1 with --quick)")
     p.add_argument("--quick", action="store_true", help="a small, fast version (smoke tests)")
     p.add_argument("--replot", action="store_true", help="redraw a figure from saved data (or reference/)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -872,6 +879,8 @@ def parse(argv=None):
             p.error(f"{flag} is an option of --train {rule}; it does nothing here")
     if args.train == "sdnn" and args.preset is None:
         args.preset = "paper"
+    if args.seeds is not None and args.seeds <= 0:
+        p.error(f"--seeds {args.seeds}: must be a positive number of seeds")
     if args.retests < 0:
         p.error(f"--retests {args.retests}: must be 0 (none) or a positive number of re-tests")
     if args.seed < 0:

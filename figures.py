@@ -31,6 +31,11 @@ class FigConfig:
     epochs: int | None = None       # None: the figure's own default
     seed: int = 0                   # --seed; a study of several seeds runs seed, seed + 1, ...
     model: object = None            # the figure's model config (sdnn.Config, baselines.KHConfig, ...), --set applied
+    preset: str | None = None       # training figures: --preset of their runs (None: the figure's own)
+    set: tuple = ()                 # training figures: --set items added to every run
+    seeds: int | None = None        # training figures: seeds per condition (None: 2, or 1 with quick)
+    runs: str = "results/runs"      # training figures: where their runs' JSONs and checkpoints live
+    workers: int | None = None      # training figures: runs at once (None: one per core)
 
 
 # The demo notebook of Krotov & Hopfield (2019), DimaKrotov/Biological_Learning: 100 units, p = 2, k = 2,
@@ -301,6 +306,469 @@ def plot_kh_fields(data):
     return fig
 
 
+# ------------------------------------------------------------------------------------------------
+# The training figures (5-9): runs of `experiments.py --train sdnn`, several seeds per condition, on
+# both cores (experiments.run_all: finished runs are reused, interrupted ones resume), then the paper's
+# panels and statistics from their JSONs and final networks.
+
+TRAINING_PRESET = "march_2017"   # the code of March 2017 (sdnn.MARCH_2017); --preset paper for the paper's text
+PAPER_ERROR = {"784-10": 8.3, "784-500-10": 4.1, "784-500-100-10": 3.2, "sparse x5": 3.7, "symmetric": 3.6}
+# t(38) and p of the paper's t-tests (Results; two-tailed, Bonferroni-corrected), keyed by the compared conditions
+PAPER_T = {("784-10", "784-500-10"): (197.11, 2.5e-58), ("784-10", "784-500-100-10"): (238.26, 1.9e-61),
+           ("784-500-10", "784-500-100-10"): (42.99, 2.3e-33), ("regular", "sparse x5"): (16.43, 7.4e-19),
+           ("regular", "symmetric"): (18.46, 4.3e-20), ("regular", "symmetric + noise"): (-71.54, 1.2e-41),
+           ("symmetric", "symmetric + noise"): (-80.35, 1.5e-43), ("regular", "sparse x1"): (-51.30, 3.2e-36),
+           ("sparse x5", "sparse x1"): (-100.73, 2.8e-47), ("g_a = 0", "g_a = 0.05"): (-4.00, 8.4e-4),
+           ("g_a = 0", "g_a = 0.6"): (-95.24, 2.4e-46), ("g_a = 0.05", "g_a = 0.6"): (-92.51, 7.1e-46)}
+PAPER_T_8S1 = {**PAPER_T, ("regular", "sparse x5"): (44.96, 4.4e-34)}   # Fig 8-S1's 20-epoch runs
+
+
+def condition(hidden, *items, epochs=60, retests=20, seed_offset=0):
+    """One condition of a training figure: hidden sizes, --set items, epochs, final re-tests; its seeds
+    start at --seed + seed_offset (another initialisation than the other conditions')."""
+    return {"hidden": tuple(hidden), "set": list(items), "epochs": epochs, "retests": retests,
+            "seed_offset": seed_offset}
+
+
+def sdnn_runs(cfg, quick, conditions):
+    """Train every condition of {label: condition(...)} for cfg.seeds seeds on all 60,000 training images
+    (the paper's protocol: no validation split, the test set after every epoch) with
+    experiments.run_all. quick: 2 epochs of 2,000 images, 300 test images, 3 re-tests. Every run with
+    hidden layers records Fig 5's L0/L1 diagnostics, so that one run serves every figure. Returns
+    {label: [result of each seed]}; failed runs are reported by run_all and left out."""
+    import experiments
+    n_seeds = cfg.seeds or (1 if quick else 2)
+    argvs, labels = [], []
+    for label, c in conditions.items():
+        epochs = cfg.epochs or (min(2, c["epochs"]) if quick else c["epochs"])
+        for seed in range(cfg.seed + c["seed_offset"], cfg.seed + c["seed_offset"] + n_seeds):
+            argv = ["--train", "sdnn", "--preset", cfg.preset or TRAINING_PRESET, "--dataset", cfg.dataset,
+                    "--n-valid", "0", "--epochs", str(epochs), "--seed", str(seed), "--out", cfg.runs,
+                    "--hidden", *map(str, c["hidden"])]
+            argv += ["--data-dir", cfg.data_dir] if cfg.data_dir else []
+            argv += ["--set", *cfg.set, *c["set"]] if cfg.set or c["set"] else []
+            argv += ["--retests", str(3 if quick else c["retests"])] if c["retests"] else []
+            argv += ["--diagnose"] if c["hidden"] else []
+            argv += ["--quick"] if quick else []
+            argvs.append(argv)
+            labels.append(label)
+    results = {label: [] for label in conditions}
+    for label, result in zip(labels, experiments.run_all(argvs, cfg.workers)):
+        if "error" not in result:
+            results[label].append(result)
+    missing = [label for label, runs in results.items() if not runs]
+    if missing:
+        raise ValueError(f"no finished run for {missing}: see the logs in {cfg.runs}; run the figure again to resume")
+    return results
+
+
+def curves(results):
+    """Per condition: test error (%) per epoch (a row per seed), the final re-tests (%), the seeds, the
+    wall time per run (minutes) and the run's command."""
+    out = {}
+    for label, runs in results.items():
+        n = min(r["epochs"] for r in runs)
+        out[label] = {"test": [[100 * e for e in r["test_error"][:n]] for r in runs],
+                      "retests": [[100 * e for e in r.get("test_retests", [])] for r in runs],
+                      "seeds": [r["seed"] for r in runs], "command": " ".join(strip_out(runs[0]["command"])),
+                      "minutes": [(sum(r["seconds_per_epoch"]) + sum(r["eval_seconds_per_epoch"])) / 60 for r in runs]}
+    return out
+
+
+def strip_out(argv):
+    """A run's command without the machine's own folders (--out, --data-dir)."""
+    drop = {i + 1 for i, a in enumerate(argv) if a in ("--out", "--data-dir")}
+    return [a for i, a in enumerate(argv) if i not in drop and a not in ("--out", "--data-dir")]
+
+
+def ttests(c, pairs, paper=PAPER_T):
+    """The paper's statistics: a two-tailed t-test (scipy.stats.ttest_ind) between the re-tests of the
+    networks of two conditions, Bonferroni-corrected for the len(pairs) comparisons of the panel; one per
+    seed (the paper trained one network per condition). t > 0: the first condition errs more."""
+    from scipy import stats
+    rows = []
+    for a, b in pairs:
+        ours = []
+        for ra, rb in zip(c[a]["retests"], c[b]["retests"]):
+            t, p = stats.ttest_ind(ra, rb)
+            ours.append([float(t), float(min(1.0, p * len(pairs)))])
+        rows.append({"a": a, "b": b, "ours": ours, "paper": list(paper[a, b]) if (a, b) in paper else None})
+    return rows
+
+
+def report(name, c, tests=(), paper=PAPER_ERROR):
+    """Print each condition's final error (mean +- SD over seeds) beside the paper's, and the t-tests."""
+    for label, v in c.items():
+        final = np.array([row[-1] for row in v["test"]])
+        retest = [np.mean(r) for r in v["retests"] if r]
+        print(f"{name} {label:>18}: test error after epoch {len(v['test'][0])} {final.mean():.2f} +- "
+              f"{final.std():.2f} % ({len(final)} seeds)" + (f", re-tests {np.mean(retest):.2f} %" if retest else "")
+              + (f"; paper {paper[label]} %" if label in paper else ""))
+    for row in tests:
+        ours = ", ".join(f"t = {t:.2f}, p = {p:.2g}" for t, p in row["ours"])
+        theirs = f"t(38) = {row['paper'][0]}, p = {row['paper'][1]:.2g}" if row["paper"] else "no number"
+        print(f"{name} {row['a']} vs {row['b']}: ours {ours}; paper {theirs}")
+
+
+def run_model(result):
+    """The final network of a run (from its checkpoint) and its sdnn.Config."""
+    import pickle
+    with open(result["path"] + ".ckpt", "rb") as f:
+        model = pickle.load(f)["model"]
+    derived = {"k_b", "k_d", "P0", "P1"}
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in result["config"].items() if k not in derived}
+    return model["avg"] or model["net"], sdnn.Config(**fields)
+
+
+def plot_curves(ax, c, title, paper=PAPER_ERROR, last=None):
+    """Test error per epoch, mean +- SD over seeds as a band; the paper's final number as a dashed line."""
+    for i, (label, v) in enumerate(c.items()):
+        E = np.array(v["test"])[:, :last]
+        x = np.arange(1, E.shape[1] + 1)
+        m, sd = E.mean(axis=0), E.std(axis=0)
+        ax.plot(x, m, color=f"C{i}", lw=1.5, label=f"{label}: {m[-1]:.2f} ± {sd[-1]:.2f} % ({len(E)} seeds)")
+        ax.fill_between(x, m - sd, m + sd, color=f"C{i}", alpha=0.25, lw=0)
+        if label in paper:
+            ax.axhline(paper[label], color=f"C{i}", ls="--", lw=1, label=f"paper, {label}: {paper[label]} %")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test error (%)")
+    finals = [np.mean([row[-1] for row in v["test"]]) for v in c.values()]
+    ax.set_ylim(0, 15 if max(finals) < 10 else None)          # the last epochs in view, when they are low
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+
+
+def plot_retests(ax, c, tests):
+    """The re-tests of each condition's first seed, and the t-tests beside the paper's."""
+    labels = [k for k, v in c.items() if v["retests"] and v["retests"][0]]
+    ax.boxplot([c[k]["retests"][0] for k in labels], tick_labels=labels)
+    ax.set_ylabel("test error of re-tests (%)")
+    lines = [f"{r['a']} vs {r['b']}: t = {r['ours'][0][0]:.1f} (paper {r['paper'][0] if r['paper'] else '-'})"
+             for r in tests if r["ours"]]
+    ax.set_title("final network, first seed, fresh spikes per re-test\n" + "\n".join(lines), fontsize=7)
+    ax.tick_params(axis="x", labelsize=7)
+
+
+def titled(data, text):
+    return f"{text} ({data['preset']} preset{', QUICK: 2 epochs, 2,000 images' if data['quick'] else ''})"
+
+
+def fig6(cfg, rng, quick):
+    """Fig 6, "Improvement of learning with hidden layers": B, test error per epoch of 784-10, 784-500-10
+    and 784-500-100-10 over 60 epochs and the t-tests of 20 re-tests (paper: 8.3, 4.1, 3.2 %); C, t-SNE
+    of the input and of both hidden layers' mean rates over the test images (PCA to 50 dimensions first)."""
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+    runs = sdnn_runs(cfg, quick, {"784-10": condition(()), "784-500-10": condition((500,)),
+                                  "784-500-100-10": condition((500, 100))})
+    c = curves(runs)
+    tests = ttests(c, [("784-10", "784-500-10"), ("784-10", "784-500-100-10"), ("784-500-10", "784-500-100-10")])
+    report("fig 6", c, tests)
+    net, model = run_model(runs["784-500-100-10"][0])
+    X, y = datasets.load(cfg.dataset, data_dir=cfg.data_dir)["test"]
+    X, y = (X[:300], y[:300]) if quick else (X, y)
+    layers = [X] + sdnn.hidden_rates(net, X, model, rng)
+    embed = [TSNE(2, init="pca", random_state=cfg.seed).fit_transform(
+        PCA(min(50, a.shape[1])).fit_transform(a)).astype(np.float32) for a in layers]
+    return {"curves": c, "tests": tests, "tsne_input": embed[0], "tsne_hidden1": embed[1], "tsne_hidden2": embed[2],
+            "tsne_labels": y.astype(np.int8), "preset": (cfg.preset or TRAINING_PRESET).upper(), "quick": quick}
+
+
+def plot_fig6(data):
+    fig = new_figure(figsize=(13, 7.5))
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1.1, 1])
+    ax = top.subplots(1, 2, width_ratios=[2, 1])
+    plot_curves(ax[0], data["curves"], titled(data, "Fig 6B, test error per epoch"))
+    plot_retests(ax[1], data["curves"], data["tests"])
+    for a, key, name in zip(bottom.subplots(1, 3), ("tsne_input", "tsne_hidden1", "tsne_hidden2"),
+                            ("input", "hidden layer 1", "hidden layer 2")):
+        a.scatter(*data[key].T, c=data["tsne_labels"], cmap="tab10", s=1)
+        a.set_title(f"Fig 6C, t-SNE of the {name} ({len(data['tsne_labels'])} test images)", fontsize=8)
+        a.set_axis_off()
+    return fig
+
+
+def fig5(cfg, rng, quick):
+    """Fig 5, "Co-ordinated errors between the output and hidden layers": B, L1 against L0 for the test
+    '2's after epoch 1, run without updates (real pairs and L1 shuffled); C, Pearson r(L0, L1) per digit
+    after each epoch, real and shuffled. Paper: r = 0.61 for the '2's."""
+    runs = sdnn_runs(cfg, quick, {"784-500-10": condition((500,))})["784-500-10"]
+    r = np.array([run["r_L0_L1"] for run in runs])                   # seeds x epochs x classes
+    r_shuffled = np.array([run["r_L0_L1_shuffled"] for run in runs])
+    twos = np.array(runs[0]["L0_L1_twos"][0])                        # epoch 1, first seed
+    print(f"fig 5: r(L0, L1) of the test '2's after epoch 1 {r[:, 0, 2].mean():.2f} +- {r[:, 0, 2].std():.2f}, "
+          f"after epoch 2 {r[:, 1, 2].mean():.2f} ({len(runs)} seeds; shuffled {r_shuffled[:, 0, 2].mean():.2f}); "
+          f"paper 0.61")
+    return {"r": r, "r_shuffled": r_shuffled, "L0_twos": twos[:, 0], "L1_twos": twos[:, 1],
+            "L1_twos_shuffled": rng.permutation(twos[:, 1]), "paper_r": 0.61,
+            "preset": (cfg.preset or TRAINING_PRESET).upper(), "quick": quick}
+
+
+def plot_fig5(data):
+    fig = new_figure(figsize=(12, 4.5))
+    ax = fig.subplots(1, 2)
+    ax[0].scatter(data["L0_twos"], data["L1_twos_shuffled"], s=4, color="0.6", label="shuffled")
+    ax[0].scatter(data["L0_twos"], data["L1_twos"], s=4, color="C3",
+                  label=f"real: r = {np.corrcoef(data['L0_twos'], data['L1_twos'])[0, 1]:.2f} (paper {data['paper_r']})")
+    ax[0].set_xlabel("$L^0$ (hidden layer)")
+    ax[0].set_ylabel("$L^1$ (output layer)")
+    ax[0].legend(fontsize=8)
+    ax[0].set_title(titled(data, "Fig 5B, test '2's after epoch 1, no updates"), fontsize=9)
+    r, rs = data["r"].mean(axis=0), data["r_shuffled"].mean(axis=0)     # epochs x classes
+    x = np.arange(1, len(r) + 1)
+    for d in range(r.shape[1]):
+        ax[1].plot(x, r[:, d], color=f"C{d}", lw=1, label=str(d))
+        ax[1].plot(x, rs[:, d], color=f"C{d}", lw=0.5, ls=":")
+    ax[1].axhline(data["paper_r"], color="k", ls="--", lw=1, label="paper, '2's")
+    ax[1].axvspan(0.5, 1.5, color="0.9", zorder=0)
+    ax[1].set_xlabel("epoch")
+    ax[1].set_ylabel("Pearson r($L^0$, $L^1$)")
+    ax[1].set_title(f"Fig 5C, per digit (solid), shuffled (dotted); mean of {len(data['r'])} seeds", fontsize=9)
+    ax[1].legend(fontsize=7, ncol=2)
+    return fig
+
+
+def fig5s1(cfg, rng, quick):
+    """Fig 5-S1, "Weight alignment during first epoch of training": the largest eigenvalue of
+    (I - U)^T (I - U), U = J_beta J_gamma with each Jacobian averaged over the last 100 examples (the
+    paper; the code averaged the product, also recorded), every 100 examples of epoch 1 of 784-500-10;
+    U before and after the epoch. Paper: the eigenvalue falls below 1; U approaches the identity.
+    Trained here, not through a run: one epoch (2,000 examples with quick)."""
+    import experiments
+    from collections import deque
+    base = dataclasses.asdict(sdnn.with_hidden(sdnn.PRESETS[cfg.preset or TRAINING_PRESET], (500,)))
+    model = experiments.rule_config(sdnn.Config, list(cfg.set), **base)
+    x, y = datasets.load(cfg.dataset, data_dir=cfg.data_dir)["train"]
+    n = 2000 if quick else len(x)
+    net = sdnn.init_weights(x.shape[1], model, rng)
+    state = sdnn.init_state(net)
+    Jb, Jg, lam, lam_code, U = deque(maxlen=100), deque(maxlen=100), [], [], []
+    eye = np.eye(model.n_out)
+    top = lambda A: float(np.linalg.eigvalsh((eye - A).T @ (eye - A))[-1])
+    for i, j in enumerate(rng.permutation(len(x))[:n]):
+        info = sdnn.train_example(net, state, x[j], y[j], model, rng)
+        J_beta, J_gamma = sdnn.jacobians(net, info["V_out_f"], model)
+        Jb.append(J_beta)
+        Jg.append(J_gamma)
+        if (i + 1) % 100 == 0:
+            U.append(np.mean(Jb, axis=0) @ np.mean(Jg, axis=0))
+            lam.append(top(U[-1]))
+            lam_code.append(top(np.mean([b @ g for b, g in zip(Jb, Jg)], axis=0)))
+    print(f"fig 5-S1: largest eigenvalue {lam[0]:.3f} after 100 examples, {lam[-1]:.3f} after {n}; "
+          f"below 1 from example {100 * (np.argmax(np.array(lam) < 1) + 1) if min(lam) < 1 else 'never'} "
+          f"(paper: falls below 1)")
+    return {"lam": np.array(lam), "lam_code": np.array(lam_code), "U_before": U[0], "U_after": U[-1],
+            "n": n, "preset": (cfg.preset or TRAINING_PRESET).upper(), "quick": quick}
+
+
+def plot_fig5s1(data):
+    fig = new_figure(figsize=(13, 4))
+    ax = fig.subplots(1, 3, width_ratios=[2, 1, 1])
+    x = 100 * np.arange(1, len(data["lam"]) + 1)
+    ax[0].plot(x, data["lam"], lw=1, label="mean Jacobians (the paper)")
+    ax[0].plot(x, data["lam_code"], lw=0.7, alpha=0.7, label="mean of the products (the code)")
+    ax[0].axhline(1, color="k", ls="--", lw=1, label="1 (paper: falls below)")
+    ax[0].set_xlabel("training example")
+    ax[0].set_ylabel("largest eigenvalue of $(I-U)^T(I-U)$")
+    ax[0].legend(fontsize=8)
+    ax[0].set_title(titled(data, "Fig 5-S1A, epoch 1"), fontsize=9)
+    for a, key, name in ((ax[1], "U_before", "first 100"), (ax[2], "U_after", "last 100")):
+        im = a.imshow(data[key], cmap="RdBu_r", vmin=-1, vmax=1)
+        a.set_title(f"Fig 5-S1B, $J_\\beta J_\\gamma$, {name} examples", fontsize=8)
+    fig.colorbar(im, ax=ax[2], fraction=0.046)
+    return fig
+
+
+def fig6s1(cfg, rng, quick):
+    """Fig 6-S1, "Learning with stochastic plateau times": A, plateau times of 100 hidden units over two
+    training examples; B, test error with synchronous and stochastic plateaus. Paper: no harm."""
+    c = curves(sdnn_runs(cfg, quick, {"synchronous": condition((500,)),
+                                      "stochastic": condition((500,), "stochastic_plateau=true")}))
+    tests = ttests(c, [("synchronous", "stochastic")])
+    report("fig 6-S1", c, tests)
+    import experiments
+    base = dataclasses.asdict(sdnn.with_hidden(sdnn.PRESETS[cfg.preset or TRAINING_PRESET], (500,)))
+    model = experiments.rule_config(sdnn.Config, [*cfg.set, "stochastic_plateau=true"], **base)
+    x, y = datasets.load(cfg.dataset, data_dir=cfg.data_dir)["train"]
+    net = sdnn.init_weights(x.shape[1], model, rng)
+    state, times, ends, start = sdnn.init_state(net), [], [], 0
+    for j in range(2):
+        info = sdnn.train_example(net, state, x[j], y[j], model, rng)
+        for phase, T in zip(info["plateau_time"], info["T"]):
+            times.append(start + np.asarray(phase[0][:100]))
+            start += T
+            ends.append(start)
+    return {"curves": c, "tests": tests, "plateau_times": np.array(times), "phase_ends": ends,
+            "preset": (cfg.preset or TRAINING_PRESET).upper(), "quick": quick}
+
+
+def plot_fig6s1(data):
+    fig = new_figure(figsize=(13, 4.5))
+    ax = fig.subplots(1, 3, width_ratios=[1.2, 2, 1])
+    for times in data["plateau_times"]:
+        ax[0].plot(times, np.arange(len(times)), "|", color="C3", ms=3)
+    for end in data["phase_ends"]:
+        ax[0].axvline(end, color="0.5", lw=0.8)
+    ax[0].set_xlabel("time (ms)")
+    ax[0].set_ylabel("hidden unit")
+    ax[0].set_title("Fig 6-S1A, plateau times, two examples", fontsize=9)
+    plot_curves(ax[1], data["curves"], titled(data, "Fig 6-S1B"))
+    plot_retests(ax[2], data["curves"], data["tests"])
+    return fig
+
+
+def angle_summary(angles):
+    """The dip and the end of Fig 7A's curve: the lowest mean of 1,000 examples in epochs 1-10 and the
+    mean of the last epoch recorded, from blocks of 100 (seeds x blocks)."""
+    smooth = np.array([np.convolve(a, np.ones(10) / 10, mode="valid") for a in angles])
+    return float(smooth.min(axis=1).mean()), float(angles[:, -600:].mean())
+
+
+def fig7(cfg, rng, quick):
+    """Fig 7, "Approximation of backpropagation with local learning rules": A, angle between the hidden
+    update and backprop's over 10 epochs, spiking vs rate feedback (mean of 100 examples); B, receptive
+    fields (rows of W0) after 60 epochs, local rule vs the backprop-trained twin (Config.backprop,
+    another initialisation: from the same one every field would match its own start); C, each local
+    field's largest Pearson r with the twin's 500 fields, real vs pixel-shuffled fields.
+    Paper: spiking feedback dips to about 65 and rises to about 70 degrees, rate feedback about 35
+    and 40 degrees."""
+    runs = sdnn_runs(cfg, quick, {"spiking feedback": condition((500,)),
+                                  "rate feedback": condition((500,), "spiking_feedback=false", epochs=10, retests=0),
+                                  "backprop twin": condition((500,), "backprop=true", seed_offset=100)})
+    angle = {k: np.array([r["angle_per_100"] for r in runs[k]]).reshape(len(runs[k]), -1)
+             for k in ("spiking feedback", "rate feedback")}
+    for k, paper in (("spiking feedback", (65, 70)), ("rate feedback", (35, 40))):
+        low, end = angle_summary(angle[k])
+        print(f"fig 7A {k}: lowest {low:.1f} deg, last epoch {end:.1f} deg; paper about {paper[0]} then {paper[1]}")
+    W_local, W_bp = run_model(runs["spiking feedback"][0])[0].W[0], run_model(runs["backprop twin"][0])[0].W[0]
+    r = np.corrcoef(W_local, W_bp)[:len(W_local), len(W_local):].max(axis=1)
+    shuffled = np.array([w[rng.permutation(len(w))] for w in W_local])
+    r_shuffled = np.corrcoef(shuffled, W_bp)[:len(W_local), len(W_local):].max(axis=1)
+    print(f"fig 7C: median largest r {np.median(r):.2f}, shuffled {np.median(r_shuffled):.2f} (paper: above shuffled)")
+    units = rng.choice(len(W_local), 5, replace=False)
+    return {"angle_spiking": angle["spiking feedback"], "angle_rate": angle["rate feedback"],
+            "rf_local": W_local[units], "rf_backprop": W_bp[np.argmax(np.corrcoef(W_local[units], W_bp)[:5, 5:], axis=1)],
+            "max_r": r, "max_r_shuffled": r_shuffled, "preset": (cfg.preset or TRAINING_PRESET).upper(), "quick": quick}
+
+
+def plot_fig7(data):
+    fig = new_figure(figsize=(13, 7))
+    top, bottom = fig.subfigures(2, 1)
+    ax = top.subplots(1, 2, width_ratios=[2, 1])
+    for key, color, paper in (("angle_spiking", "C0", (65, 70)), ("angle_rate", "C3", (35, 40))):
+        a = data[key]
+        x = 100 * np.arange(1, a.shape[1] + 1)
+        low, end = angle_summary(a)
+        ax[0].plot(x, a.mean(axis=0), color=color, lw=0.5,
+                   label=f"{key[6:]} feedback: lowest {low:.0f}°, last epoch {end:.0f}° (paper ≈ {paper[0]}° → {paper[1]}°)")
+        for p in paper:
+            ax[0].axhline(p, color=color, ls="--", lw=0.8)
+    ax[0].axhline(90, color="k", lw=0.5)
+    ax[0].set_xlabel("training example")
+    ax[0].set_ylabel("angle to backprop's update (°)")
+    ax[0].legend(fontsize=8)
+    ax[0].set_title(titled(data, "Fig 7A, first hidden layer, mean of 100 examples"), fontsize=9)
+    bins = np.linspace(-0.2, 1, 49)
+    ax[1].hist(data["max_r_shuffled"], bins, color="0.6", label="shuffled")
+    ax[1].hist(data["max_r"], bins, color="C0", alpha=0.8, label="real")
+    ax[1].set_xlabel("largest r with a backprop field")
+    ax[1].legend(fontsize=8)
+    ax[1].set_title("Fig 7C", fontsize=9)
+    ax = bottom.subplots(2, 5)
+    side = int(np.sqrt(data["rf_local"].shape[1]))
+    for j in range(5):
+        for row, key in enumerate(("rf_local", "rf_backprop")):
+            w = data[key][j].reshape(side, side)
+            ax[row, j].imshow(w, cmap="RdBu_r", vmin=-np.abs(w).max(), vmax=np.abs(w).max())
+            ax[row, j].set_axis_off()
+        ax[0, j].set_title("local rule" if j == 0 else "", fontsize=8)
+        ax[1, j].set_title("best-matching backprop field" if j == 0 else "", fontsize=8)
+    bottom.suptitle("Fig 7B, receptive fields after the last epoch", fontsize=9)
+    return fig
+
+
+def fig8(cfg, rng, quick):
+    """Fig 8, "Conditions on feedback synapses for effective learning": B, regular vs sparse feedback
+    (80 % of Y zero, the rest x5); D, regular vs symmetric (Y = W^T) vs symmetric + N(0, 0.05) noise.
+    Paper: sparse 3.7 %, symmetric 3.6 % (regular 4.1 %); noise loses symmetry's advantage."""
+    c = curves(sdnn_runs(cfg, quick, {
+        "regular": condition((500,)), "sparse x5": condition((500,), "sparse_feedback=0.8"),
+        "symmetric": condition((500,), "symmetric_feedback=true"),
+        "symmetric + noise": condition((500,), "symmetric_feedback=true", "symmetric_noise_sd=0.05")}))
+    tests = ttests(c, [("regular", "sparse x5")]) + ttests(c, [("regular", "symmetric"), ("regular", "symmetric + noise"),
+                                                              ("symmetric", "symmetric + noise")])
+    report("fig 8", c, tests, dict(PAPER_ERROR, regular=4.1))
+    return {"curves": c, "tests": tests, "preset": (cfg.preset or TRAINING_PRESET).upper(), "quick": quick}
+
+
+def plot_fig8(data):
+    fig = new_figure(figsize=(13, 4.5))
+    ax = fig.subplots(1, 3, width_ratios=[1.5, 1.5, 1])
+    c = data["curves"]
+    paper = dict(PAPER_ERROR, regular=4.1)
+    plot_curves(ax[0], {k: c[k] for k in ("regular", "sparse x5")}, titled(data, "Fig 8B"), paper)
+    plot_curves(ax[1], {k: c[k] for k in ("regular", "symmetric", "symmetric + noise")}, "Fig 8D", paper)
+    plot_retests(ax[2], c, data["tests"])
+    return fig
+
+
+def fig8s1(cfg, rng, quick):
+    """Fig 8-S1, "Importance of weight magnitudes for learning with sparse weights": regular, sparse x5
+    and sparse without amplification (x1) over 20 epochs. Paper: amplified sparse beats regular,
+    unamplified is worse."""
+    c = curves(sdnn_runs(cfg, quick, {"regular": condition((500,), epochs=20),
+                                      "sparse x5": condition((500,), "sparse_feedback=0.8", epochs=20),
+                                      "sparse x1": condition((500,), "sparse_feedback=0.8", "sparse_gain=1", epochs=20)}))
+    tests = ttests(c, [("regular", "sparse x5"), ("regular", "sparse x1"), ("sparse x5", "sparse x1")], PAPER_T_8S1)
+    report("fig 8-S1", c, tests, {})
+    return {"curves": c, "tests": tests, "preset": (cfg.preset or TRAINING_PRESET).upper(), "quick": quick}
+
+
+def plot_fig8s1(data):
+    fig = new_figure(figsize=(11, 4.5))
+    ax = fig.subplots(1, 2, width_ratios=[2, 1])
+    plot_curves(ax[0], data["curves"], titled(data, "Fig 8-S1, 20 epochs"), {})
+    plot_retests(ax[1], data["curves"], data["tests"])
+    return fig
+
+
+def fig9(cfg, rng, quick):
+    """Fig 9, "Importance of dendritic segregation for deep learning": 784-500-100-10 with apical
+    conductance g_a = 0, 0.05 and 0.6 (k_b follows g_a); A, apical and somatic potentials of a hidden
+    unit over one example with g_a = 0.05. Paper: 0.05 makes little difference, 0.6 impairs learning."""
+    c = curves(sdnn_runs(cfg, quick, {f"g_a = {g}": condition((500, 100), *([f"g_a={g}"] if g else []))
+                                      for g in (0, 0.05, 0.6)}))
+    tests = ttests(c, [("g_a = 0", "g_a = 0.05"), ("g_a = 0", "g_a = 0.6"), ("g_a = 0.05", "g_a = 0.6")])
+    report("fig 9", c, tests, {"g_a = 0": 3.2})
+    import experiments
+    base = dataclasses.asdict(sdnn.with_hidden(sdnn.PRESETS[cfg.preset or TRAINING_PRESET], (500, 100)))
+    model = experiments.rule_config(sdnn.Config, [*cfg.set, "g_a=0.05"], **base)
+    x, y = datasets.load(cfg.dataset, data_dir=cfg.data_dir)["train"]
+    net = sdnn.init_weights(x.shape[1], model, rng)
+    info = sdnn.train_example(net, sdnn.init_state(net), x[0], y[0], model, rng, record=True)
+    trace = np.concatenate([info["trace_f"][0], info["trace_t"][0]])[:, :, 0]     # (T, 4): V_b, V_a, V, spikes
+    return {"curves": c, "tests": tests, "trace": trace, "T_f": int(info["T"][0]),
+            "preset": (cfg.preset or TRAINING_PRESET).upper(), "quick": quick}
+
+
+def plot_fig9(data):
+    fig = new_figure(figsize=(13, 4.5))
+    ax = fig.subplots(1, 3, width_ratios=[1.2, 2, 1])
+    ax[0].plot(data["trace"][:, 1], color="C3", lw=1, label="apical")
+    ax[0].plot(data["trace"][:, 2], color="k", lw=1, label="soma")
+    ax[0].axvline(data["T_f"], color="0.5", lw=0.8)
+    ax[0].set_xlabel("time (ms)")
+    ax[0].legend(fontsize=8)
+    ax[0].set_title("Fig 9A, a hidden unit, g_a = 0.05", fontsize=9)
+    plot_curves(ax[1], data["curves"], titled(data, "Fig 9B, 784-500-100-10"), {"g_a = 0": 3.2})
+    plot_retests(ax[2], data["curves"], data["tests"])
+    return fig
+
+
 # name -> (compute, plot, default model config)
 FIGURES = {"3": (fig3, plot_fig3, sdnn.PAPER), "4": (fig4, plot_fig4, sdnn.PAPER),
-           "kh-fields": (fig_kh_fields, plot_kh_fields, KH_DEMO)}
+           "kh-fields": (fig_kh_fields, plot_kh_fields, KH_DEMO),
+           # the training figures: no model config of their own (--preset and --set reach their runs)
+           "5": (fig5, plot_fig5, None), "5s1": (fig5s1, plot_fig5s1, None), "6": (fig6, plot_fig6, None),
+           "6s1": (fig6s1, plot_fig6s1, None), "7": (fig7, plot_fig7, None), "8": (fig8, plot_fig8, None),
+           "8s1": (fig8s1, plot_fig8s1, None), "9": (fig9, plot_fig9, None)}

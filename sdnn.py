@@ -72,6 +72,8 @@ class Config:
     symmetric_feedback: bool = False  # Y = W^T, recomputed after every update; Fig 8D
     symmetric_noise_sd: float = 0.0   # SD of N(0, sd) added to W^T, resampled each example; Fig 8D: 0.05
     stochastic_plateau: bool = False  # per-unit plateau times; Fig 6-S1
+    backprop: bool = False            # hidden layers learn from backprop's error instead of their plateaus:
+                                      # the twin of Fig 7B, C (the code's use_backprop, l.1554-1556)
     plateau_sd: float = math.sqrt(3)  # folded-normal spread of plateau offsets (paper sigma^2 = 3; code SD 3)
     plateau_max: int = 5              # steps, largest plateau offset before the phase end; Methods
     # learning
@@ -120,6 +122,8 @@ class Config:
             bad("test_ms", f"test phase must be longer than the settle time t_settle={self.t_settle}")
         if self.psp == "truncated10" and self.window == "after_settle" and self.t_settle < 10:
             bad("t_settle", "truncated10 needs an averaging window starting >= 10 steps into the phase")
+        if self.backprop and not self.spiking:
+            bad("backprop", "the backprop twin is a spiking network (Fig 7); the rate mode has no such option")
         if self.plateau_max < 0 or self.plateau_max > self.phase_min - 30:
             bad("plateau_max", "must be in [0, phase_min - 30]")
 
@@ -757,7 +761,7 @@ def train_example(net, state, x, label, cfg, rng, record=False, jit=True, update
     alpha_t = [sigma(v) for v in t["V_a"]]
     V_f = f["V"]
     E, info = _errors(alpha_f, alpha_t, t["phi_out"], cfg.phi_max * sigma(V_f[L]), V_f, cfg)
-    info.update(n_spikes=[a + b for a, b in zip(f["n_spikes"], t["n_spikes"])], T=(T_f, T_t))
+    info.update(n_spikes=[a + b for a, b in zip(f["n_spikes"], t["n_spikes"])], T=(T_f, T_t), V_out_f=V_f[L])
     if record:
         info.update(trace_f=f["trace"], trace_t=t["trace"], V_a_f=f["V_a"], V_a_t=t["V_a"])
         if L:
@@ -794,6 +798,8 @@ def _learn_top_down(net, E, s, V_f, cfg, info, update=True, jit=True, fix=None):
             E_bp = (net.W[k + 1].T @ E_bp) * cfg.k_b * cfg.phi_max * dsigma(V_f[k])  # backprop's (the code l.1554-1556)
             if k == 0:
                 info["angle"] = _angle(E[0], E_bp)
+            if cfg.backprop:      # the twin: W_k learns from backprop's error (the code l.1554-1556)
+                E[k] = E_bp
         if update:
             scale = update_weights(net, k, E[k], s[k], cfg.etas[k], cfg.P1 if k == L else cfg.P0, jit)
             if fix:
@@ -889,6 +895,18 @@ def test_example(net, x, cfg, rng, jit=True):
     # integration_time_test = 220 of its 250 steps (l.94, 97), whatever its training window
     return run_phase(net, state, x, cfg.test_ms, None, cfg, rng, jit=jit, learn=False,
                      window=(cfg.t_settle, cfg.test_ms))["V"][-1]
+
+
+def hidden_rates(net, X, cfg, rng):
+    """Mean rates phi_max sigma(V-bar) of every hidden layer over a test phase, one row per image of X
+    (the activity of Fig 6C): list of (N, n_k) arrays."""
+    L = len(net.W) - 1
+    rates = [np.zeros((len(X), w.shape[0]), np.float32) for w in net.W[:L]]
+    for i, x in enumerate(X):
+        out = run_phase(net, init_state(net), x, cfg.test_ms, None, cfg, rng, window=(cfg.t_settle, cfg.test_ms))
+        for k in range(L):
+            rates[k][i] = cfg.phi_max * sigma(out["V"][k])                        # Eq. (17)
+    return rates
 
 
 def predict(net, X, cfg, rng, n_jobs=2, chunk=20, jit=True):

@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import data_dir_or_skip
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -137,12 +138,24 @@ def test_sdnn_retests_the_final_network_with_fresh_spikes(tmp_path):
     assert abs(res["test_retest_mean"] - res["test_error"][-1]) < 0.05   # the same network, the same 500 digits
 
 
-@pytest.mark.parametrize("name", ["3", "4", "kh-fields"])
-def test_every_figure_runs_quick_and_replots_from_the_command_line(name, tmp_path):
+TRAINING_FIGURES = ["5", "5s1", "6", "6s1", "7", "8", "8s1", "9"]
+
+
+@pytest.fixture(scope="module")
+def shared_out(tmp_path_factory):
+    """One --out for the training figures, so that they share their quick runs as a user's figures do."""
+    return tmp_path_factory.mktemp("figures")
+
+
+@pytest.mark.parametrize("name", ["3", "4", "kh-fields", *TRAINING_FIGURES])
+def test_every_figure_runs_quick_and_replots_from_the_command_line(name, tmp_path, shared_out):
     """--fig N --quick computes, saves the data and draws PNG + PDF; --replot redraws from that data only."""
     import figures
-    assert set(figures.FIGURES) == {"3", "4", "kh-fields"}          # a new figure needs its smoke test here
-    stem = f"fig{name}" if name.isdigit() else name
+    assert set(figures.FIGURES) == {"3", "4", "kh-fields", *TRAINING_FIGURES}   # a new figure needs its test here
+    if name in TRAINING_FIGURES:
+        data_dir_or_skip("mnist")
+        tmp_path = shared_out
+    stem = f"fig{name}" if name[0].isdigit() else name
     r = run("--fig", name, "--quick", "--quiet", "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr
     for ext in ("json", "png", "pdf"):

@@ -384,6 +384,47 @@ def test_init_statistics_match_the_original_codes():
     assert abs(deep.Y[0].std() - 2 * 0.632) < 0.02                                               # fan-in 500
 
 
+def test_march_2017_init_has_half_the_spread_and_zero_mean_product_feedback():
+    """The code of March 2017 (f699bc4 l.210, 220) by hand: W = W_avg + 3.465 W_sd (U - 1/2) has SD W_sd
+    (0.505 at fan-in 784, 0.632 at 500, 1.410 at 100); Y^(L-1) = R with SD W_sd of its layer above and
+    mean 0; below it Y0 = R0 Y1, whose entries sum 100 products of independent zero-mean terms:
+    SD = sqrt(100) * 0.632 * (SD of Y1 = 1.410) = 8.9."""
+    net = sdnn.init_weights(784, sdnn.MARCH_2017, np.random.default_rng(0))
+    W0, W1, Y = (w.astype(np.float64) for w in (net.W[0], net.W[1], net.Y[0]))
+    assert abs(W0.std() - 0.505) < 0.005 and abs(W0.mean() - 0.0187) < 0.005
+    assert abs(W1.std() - 0.632) < 0.02 and abs(Y.std() - 0.632) < 0.02
+    assert abs(Y.mean()) < 0.03 and abs(Y.max() - 3.465 / 2 * 0.632) < 0.01      # zero mean, range +-1.095
+    deep = sdnn.init_weights(784, sdnn.with_hidden(sdnn.MARCH_2017, (500, 100)), np.random.default_rng(0))
+    assert abs(deep.Y[1].std() - 1.410) < 0.08 and abs(deep.Y[1].mean()) < 0.15
+    assert abs(deep.Y[0].std() - 10 * 0.632 * 1.410) < 0.6 and abs(deep.Y[0].mean()) < 0.5
+    assert np.linalg.matrix_rank(deep.Y[0].astype(np.float64)) == 10               # a product, still rank 10
+
+
+def test_backprop_twin_moves_hidden_weights_along_backprops_error():
+    """Config.backprop (the code's use_backprop): the hidden update is -eta0 P0 E_bp s^T with
+    E_bp = (W1_new^T E1) * k_b phi_max sigma'(V0) (l.1554-1556). The factor k_b phi_max sigma' is
+    positive, so every hidden unit's update has the sign of -(W1_new^T E1), with E1 read off the output
+    update (-eta1 P1 E1 s1^T, s1 >= 0). The plateau rule's update has no such sign pattern."""
+    X, y = datasets.load("digits")["train"]
+    agree = {}
+    for backprop in (True, False):
+        cfg = replace(SMALL, hidden=(50,), backprop=backprop)
+        rng = np.random.default_rng(3)
+        net = sdnn.init_weights(64, cfg, rng)
+        state = sdnn.init_state(net)
+        for i in range(5):                                     # a few examples, so that the state is not fresh
+            sdnn.train_example(net, state, X[i], y[i], cfg, rng)
+        W0, W1 = net.W[0].copy(), net.W[1].copy()
+        sdnn.train_example(net, state, X[5], y[5], cfg, rng)
+        d0, d1 = net.W[0] - W0, net.W[1] - W1
+        u = d0[:, np.argmax(np.abs(d0).sum(axis=0))]           # the column factor of the rank-1 update
+        e1 = -d1[:, np.argmax(np.abs(d1).sum(axis=0))]         # proportional to E1
+        bp = -(net.W[1].T @ e1)
+        big = np.abs(u) > 1e-3 * np.abs(u).max()
+        agree[backprop] = np.mean(np.sign(u[big]) == np.sign(bp[big]))
+    assert agree[True] == 1.0 and agree[False] < 0.9, agree
+
+
 def test_sparse_feedback_zeroes_fraction_and_amplifies():
     base = sdnn.init_weights(784, sdnn.PAPER, np.random.default_rng(0))
     sp = sdnn.init_weights(784, replace(sdnn.PAPER, sparse_feedback=0.8), np.random.default_rng(0))
@@ -398,7 +439,7 @@ def test_config_derived_constants_and_presets():
     assert replace(c, g_a=0.05).k_b == pytest.approx(0.800, abs=1e-3)
     assert replace(c, g_a=0.6).k_b == pytest.approx(0.462, abs=1e-3)
     assert c.P0 == pytest.approx(100) and c.P1 == pytest.approx(500)
-    assert set(sdnn.PRESETS) == {"paper", "rate", "original_code"}
+    assert set(sdnn.PRESETS) == {"paper", "rate", "original_code", "march_2017"}
     assert sdnn.ORIGINAL_CODE.psp == "truncated10" and sdnn.ORIGINAL_CODE.test_ms == 250
     assert sdnn.with_hidden(c, (500, 100)).etas == (0.23, 0.23, 0.12)
 

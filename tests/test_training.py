@@ -226,3 +226,68 @@ def test_killed_run_keeps_its_epochs_and_resume_finishes_it(sig, tmp_path):
     r = subprocess.run(common + ["--json", str(cut), "--resume"], check=True, capture_output=True, text=True)
     assert f"unsupervised and {stopped['epochs']} epochs done" in r.stdout   # it did start from the checkpoint
     _same_run(whole, cut)
+
+
+# ---- one file per run, many runs ----
+
+def _result(**change):
+    r = {"rule": "sdnn", "dataset": "mnist", "n_train": 60000, "n_valid": 0, "limit": None, "quick": False,
+         "seed": 0, "config": experiments.config_json(sdnn.MARCH_2017), "schedule": {"eta_decay": 1.0}}
+    return dict(r, **change)
+
+
+def test_run_name_depends_on_settings_only_and_survives_new_default_fields():
+    name = experiments.run_name(_result())
+    assert name.startswith("sdnn_mnist_") and name.endswith("_s0")
+    assert experiments.run_name(_result(command=["x"], epochs=7)) == name           # not part of the run
+    added = dict(_result()["config"], some_new_field=sdnn.Config().init_spread)     # a field added later, at a
+    fields = {f.name: f.default for f in __import__("dataclasses").fields(sdnn.Config)}   # default value
+    assert "some_new_field" not in fields
+    assert experiments.run_name(_result(config=dict(_result()["config"], g_b=0.6))) == name   # g_b at its default
+    for other in (_result(seed=1), _result(n_valid=10000), _result(quick=True), _result(dataset="fashion_mnist"),
+                  _result(config=experiments.config_json(sdnn.PAPER)), _result(schedule={"eta_decay": 0.9}),
+                  _result(retests=20, epochs_requested=60), _result(config=added)):
+        assert experiments.run_name(other) != name
+    assert (experiments.run_name(_result(retests=20, epochs_requested=20))
+            != experiments.run_name(_result(retests=20, epochs_requested=60)))       # re-tested: its length counts
+
+
+def test_run_all_skips_finished_runs_resumes_longer_ones_and_reports_failures(tmp_path):
+    ok = ["--train", "bp", "--dataset", "digits", "--epochs", "2", "--out", str(tmp_path)]
+    bad = ["--train", "bp", "--dataset", "digits", "--epochs", "2", "--lr", "1e30", "--out", str(tmp_path)]
+    first = experiments.run_all([ok, bad], workers=2, quiet=True)
+    assert first[0]["epochs"] == 2 and first[0]["finished"] and "error" in first[1] and "diverged" in first[1]["error"]
+    mtime = os.path.getmtime(first[0]["path"])
+    again = experiments.run_all([ok], quiet=True)                                     # finished: not run again
+    assert os.path.getmtime(first[0]["path"]) == mtime and again[0]["test_error"] == first[0]["test_error"]
+    longer = experiments.run_all([ok[:5] + ["3"] + ok[6:]], quiet=True)[0]            # --epochs 3 continues it
+    assert longer["path"] == first[0]["path"] and longer["test_error"][:2] == first[0]["test_error"]
+    assert "resuming from" in open(first[0]["path"][:-5] + ".log").read()
+
+
+def test_resume_refuses_a_checkpoint_of_another_format(tmp_path):
+    path = str(tmp_path / "r.json")
+    argv = ["--train", "bp", "--dataset", "digits", "--epochs", "1", "--json", path, "--quiet"]
+    experiments.main(argv)
+    import pickle
+    with open(path + ".ckpt", "rb") as f:
+        saved = pickle.load(f)
+    saved["format"] = experiments.CHECKPOINT_FORMAT + 1
+    with open(path + ".ckpt", "wb") as f:
+        pickle.dump(saved, f)
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "experiments.py"), *argv, "--epochs", "2", "--resume"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "another version" in r.stderr and "start the run again" in r.stderr
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--train", "bp", "--preset", "paper"], "--preset is an option of --train sdnn"),
+    (["--train", "fa", "--retests", "3"], "--retests is an option of --train sdnn"),
+    (["--train", "bp", "--diagnose"], "--diagnose is an option of --train sdnn"),
+    (["--train", "sdnn", "--synapses", "w.npz"], "--synapses is an option of --train kh"),
+    (["--fig", "4", "--diagnose"], "it does nothing here"),
+    (["--fig", "6", "--seeds", "0"], "--seeds 0"),
+])
+def test_options_of_another_rule_or_command_are_refused(argv, message):
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "experiments.py"), *argv], capture_output=True, text=True)
+    assert r.returncode == 2 and message in r.stderr, r.stderr
