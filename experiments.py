@@ -163,6 +163,10 @@ def fit(trainer, n_train, epochs, rng, result, path, resume=False, quiet=False):
                     result.setdefault(key, []).append(value)
             log_epoch(result, stats.get("train_error", errors.get("train_error")), errors["val_error"],
                       errors["test_error"], seconds, time.perf_counter() - start - seconds)
+            if not result.get("stuck_at_chance") and stuck_at_chance(result):
+                result["stuck_at_chance"] = True
+                print(f"warning: the error has stayed near chance for {STUCK_EPOCHS} epochs; {trainer.hint}",
+                      file=sys.stderr)
             save(trainer.pre_epochs)
         else:
             if not result.get("finished"):
@@ -171,6 +175,17 @@ def fit(trainer, n_train, epochs, rng, result, path, resume=False, quiet=False):
                 result["finished"] = True
             save(trainer.pre_epochs)
     return result
+
+
+STUCK_EPOCHS = 3   # epochs in a row near chance before a run is flagged
+
+
+def stuck_at_chance(result):
+    """True when the last STUCK_EPOCHS errors (validation, else test) are all >= 1 - 2 / classes (80 %
+    for 10 classes, whose chance level is 90 %): a run that learns nothing, flagged in its JSON."""
+    errors = result["val_error"] if result["val_error"] and result["val_error"][-1] is not None else result["test_error"]
+    last = [e for e in errors[-STUCK_EPOCHS:] if e is not None]
+    return len(last) == STUCK_EPOCHS and min(last) >= 1 - 2 / result.get("n_classes", 10)
 
 
 def restore(ckpt, trainer, rng, result):
@@ -532,6 +547,9 @@ def rule_config(cls, items, **given):
         key, sep, text = item.partition("=")
         if not sep or key not in fields:
             raise ValueError(f"--set {item}: expected KEY=VALUE with KEY one of {', '.join(fields)}")
+        if key in ("sizes", "hidden", "n_hidden", "n_out"):
+            raise ValueError(f"--set {item}: the layer sizes come from --hidden and the dataset "
+                             f"(e.g. --hidden 500 100; --hidden alone: no hidden layer)")
         default = fields[key]
         try:
             if isinstance(default, tuple):
@@ -695,13 +713,17 @@ def train(args):
     trainer = TRAINERS[args.train](args, data, rng)
     result = {"rule": args.train, "dataset": args.dataset, "hidden": list(args.hidden), "seed": args.seed,
               "limit": args.limit, "n_valid": args.n_valid, "n_train": len(data.x), "quick": args.quick,
-              "retests": args.retests, "epochs_requested": args.epochs, "command": args.argv, "config": trainer.config, "schedule": trainer.schedule,
-              "versions": versions(), "epochs": 0, "train_error": [], "val_error": [], "test_error": [],
+              "n_classes": data.n_out, "retests": args.retests, "epochs_requested": args.epochs,
+              "command": args.argv, "config": trainer.config, "schedule": trainer.schedule, "versions": versions(), "epochs": 0, "train_error": [], "val_error": [], "test_error": [],
               "seconds_per_epoch": [], "eval_seconds_per_epoch": [], "diverged": False}
     if args.train == "sdnn":
         result["preset"] = args.preset
     path = writable(args.json or os.path.join(args.out, run_name(result) + ".json"))
-    result = summarize(fit(trainer, len(data.x), args.epochs, rng, result, path, args.resume, args.quiet))
+    # one BLAS thread unless OMP_NUM_THREADS says otherwise: with the other core busy, BLAS threads wait
+    # on each other (bp 7x, Krotov-Hopfield 20-30x slower per epoch); runs go in parallel instead (run_all)
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(1) if "OMP_NUM_THREADS" not in os.environ else contextlib.nullcontext():
+        result = summarize(fit(trainer, len(data.x), args.epochs, rng, result, path, args.resume, args.quiet))
     print(f"wrote {save_json(result, path)}")
     return result
 

@@ -287,7 +287,41 @@ def test_resume_refuses_a_checkpoint_of_another_format(tmp_path):
     (["--train", "sdnn", "--synapses", "w.npz"], "--synapses is an option of --train kh"),
     (["--fig", "4", "--diagnose"], "it does nothing here"),
     (["--fig", "6", "--seeds", "0"], "--seeds 0"),
+    (["--train", "bp", "--dataset", "digits", "--set", "sizes=1,2"], "come from --hidden"),
+    (["--train", "sdnn", "--dataset", "digits", "--set", "hidden=5"], "come from --hidden"),
 ])
 def test_options_of_another_rule_or_command_are_refused(argv, message):
     r = subprocess.run([sys.executable, os.path.join(ROOT, "experiments.py"), *argv], capture_output=True, text=True)
     assert r.returncode == 2 and message in r.stderr, r.stderr
+
+
+def test_a_run_stuck_at_chance_is_flagged_in_the_json_and_on_stderr(tmp_path):
+    """bp at --lr 1000 and sdnn at etas 1000 do not diverge to NaN on digits but learn nothing: flagged after
+    3 epochs near chance; a run that learns is not flagged."""
+    cases = ((["bp", "--lr", "1000", "--epochs", "5"], True), (["bp", "--lr", "1e-3", "--epochs", "5"], False),
+             (["sdnn", "--hidden", "20", "--set", "etas=1000,1000", "--epochs", "4"], True))
+    for i, (argv, stuck) in enumerate(cases):
+        path = tmp_path / f"{i}.json"
+        r = subprocess.run([sys.executable, os.path.join(ROOT, "experiments.py"), "--train", *argv, "--dataset",
+                            "digits", "--quiet", "--json", str(path)], capture_output=True, text=True)
+        result = json.loads(path.read_text())
+        errors = result["val_error"]
+        assert result.get("stuck_at_chance", False) == stuck, (argv, errors)
+        assert ("near chance" in r.stderr) == stuck
+        assert stuck == any(min(errors[i:i + 3]) >= 0.8 for i in range(len(errors) - 2))   # the rule, by hand
+
+
+def test_concurrent_writers_never_leave_broken_json(tmp_path):
+    """Two processes rewriting one JSON 200 times each while this one reads it: every read parses, and no
+    writer fails (each writes its own temporary file, then renames it over the path)."""
+    path = tmp_path / "r.json"
+    experiments.save_json({"writer": -1, "values": list(range(2000))}, str(path))
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import experiments\n"
+            "for i in range(200): experiments.save_json({'writer': int(sys.argv[3]), 'values': list(range(2000))}, sys.argv[2])")
+    writers = [subprocess.Popen([sys.executable, "-c", code, ROOT, str(path), str(w)]) for w in (1, 2)]
+    reads = 0
+    while any(w.poll() is None for w in writers):
+        assert json.loads(path.read_text())["values"][-1] == 1999
+        reads += 1
+    assert [w.returncode for w in writers] == [0, 0] and reads > 10
+    assert sorted(os.listdir(tmp_path)) == ["r.json"]                 # no temporaries left
