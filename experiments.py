@@ -685,6 +685,32 @@ def run_name(result):
     return f"{result['rule']}_{result['dataset']}_{digest}_s{result['seed']}"
 
 
+def lock_holder(path):
+    """The process id of a live process that is training the run of `path` (its .lock file), else None."""
+    try:
+        with open(path + ".lock") as f:
+            pid = int(f.read())
+        os.kill(pid, 0)                   # signal 0: does the process exist?
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+@contextlib.contextmanager
+def run_lock(path):
+    """Hold path + ".lock" (this process's id) while training: a second process never trains the same run."""
+    lock = path + ".lock"
+    if (pid := lock_holder(path)) and pid != os.getpid():
+        raise ValueError(f"{path} is being trained by process {pid}; wait for it, or stop it (--resume continues)")
+    with open(lock, "w") as f:
+        f.write(str(os.getpid()))
+    try:
+        yield
+    finally:
+        if os.path.exists(lock):
+            os.remove(lock)
+
+
 def versions():
     """The code's commit (when in a git checkout) and the versions of the packages a result depends on."""
     import numba
@@ -722,9 +748,10 @@ def train(args):
     # one BLAS thread unless OMP_NUM_THREADS says otherwise: with the other core busy, BLAS threads wait
     # on each other (bp 7x, Krotov-Hopfield 20-30x slower per epoch); runs go in parallel instead (run_all)
     from threadpoolctl import threadpool_limits
-    with threadpool_limits(1) if "OMP_NUM_THREADS" not in os.environ else contextlib.nullcontext():
+    threads = threadpool_limits(1) if "OMP_NUM_THREADS" not in os.environ else contextlib.nullcontext()
+    with run_lock(path), threads:
         result = summarize(fit(trainer, len(data.x), args.epochs, rng, result, path, args.resume, args.quiet))
-    print(f"wrote {save_json(result, path)}")
+        print(f"wrote {save_json(result, path)}")
     return result
 
 
@@ -744,8 +771,8 @@ def run_path(argv):
 def run_all(argvs, workers=None, quiet=False):
     """Run `python experiments.py ARGV --resume --quiet` for every --train ARGV, `workers` at a time (default:
     one per core), each process with one thread and its log beside its JSON. A finished run is not run
-    again; an interrupted one resumes. Returns the results in order; a failed run's result is
-    {"error": the end of its log}, and the others go on."""
+    again; an interrupted one resumes; one that another process is training (its .lock) is waited for.
+    Returns the results in order; a failed run's result is {"error": the end of its log}, and the others go on."""
     paths = [run_path(a) for a in argvs]
 
     def finished(argv, path):     # the result of a run that needs no more work, else None
@@ -767,16 +794,21 @@ def run_all(argvs, workers=None, quiet=False):
                 if finished(argv, path):
                     bar.update(1)
                     continue
+                if lock_holder(path):                  # trained elsewhere: wait for it
+                    running.append((None, None, path))
+                    continue
                 writable(path)
                 log = open(os.path.splitext(path)[0] + ".log", "a")
                 print(f"run: python experiments.py {' '.join(argv)}", flush=True)
                 running.append((subprocess.Popen([sys.executable, script, *argv, "--resume", "--quiet"],
-                                                 stdout=log, stderr=subprocess.STDOUT, env=env), log))
+                                                 stdout=log, stderr=subprocess.STDOUT, env=env), log, path))
             time.sleep(0.2)
-            for proc, log in [r for r in running if r[0].poll() is not None]:
-                running.remove((proc, log))
-                log.close()
-                bar.update(1)
+            for proc, log, path in list(running):
+                if (proc.poll() is not None) if proc else not lock_holder(path):
+                    running.remove((proc, log, path))
+                    if log:
+                        log.close()
+                    bar.update(1)
     results = []
     for argv, path in zip(argvs, paths):
         if result := finished(argv, path):
@@ -797,6 +829,17 @@ def draw(args, kind):
     import figures
     import studies
     table, name = (figures.FIGURES, args.fig) if kind == "fig" else (studies.STUDIES, args.study)
+    if kind == "fig" and name == "all":     # every paper figure; first the training runs of all, at once
+        start = time.perf_counter()
+        if not args.replot:
+            cfg = figures.FigConfig(dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs_given,
+                                    seed=args.seed, preset=args.preset, set=tuple(args.set or ()),
+                                    seeds=args.seeds, runs=os.path.join(args.out, "runs"))
+            run_all(figures.all_runs(cfg, args.quick), quiet=args.quiet)
+        for n in (n for n in table if n[0].isdigit()):
+            draw(argparse.Namespace(**dict(vars(args), fig=n)), kind)
+        print(f"every figure drawn in {(time.perf_counter() - start) / 3600:.2f} h")
+        return
     if name not in table:
         what = "figure" if kind == "fig" else "study"
         fail(f"unknown {what} {name!r}; valid {'figures' if kind == 'fig' else 'studies'}: {' '.join(sorted(table))}")
@@ -828,7 +871,7 @@ def draw(args, kind):
         data = compute(cfg, np.random.default_rng(args.seed), args.quick)
         meta = {"config": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "model"},
                 "model": config_json(model) if model is not None else None,
-                "quick": args.quick, "command": sys.argv[1:]}
+                "quick": args.quick, "command": args.argv}
         print(f"wrote {figures.save_data(data, stem, meta)}")
     figures.setup_matplotlib()
     print(f"wrote {figures.save_figure(plot(data), os.path.join(args.out, os.path.basename(stem)))[0]}")
@@ -852,7 +895,7 @@ def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--train", metavar="RULE", help="train one rule (see --list)")
-    what.add_argument("--fig", metavar="N", help="draw a paper figure (see --list)")
+    what.add_argument("--fig", metavar="N", help="draw a paper figure (see --list); all: every one")
     what.add_argument("--study", metavar="NAME", help="run a study (see --list)")
     what.add_argument("--bench", nargs="*", metavar="NAME", help="speed benchmarks (all if no NAME)")
     what.add_argument("--list", action="store_true", help="list rules, figures, studies, benchmarks")

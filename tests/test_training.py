@@ -325,3 +325,23 @@ def test_concurrent_writers_never_leave_broken_json(tmp_path):
         reads += 1
     assert [w.returncode for w in writers] == [0, 0] and reads > 10
     assert sorted(os.listdir(tmp_path)) == ["r.json"]                 # no temporaries left
+
+
+def test_a_run_being_trained_is_not_trained_twice(tmp_path):
+    """A second process on the same run stops with a clear error (the lock holds the first's process id);
+    run_all waits for a run another process trains instead of starting it again; a stale lock is ignored."""
+    argv = ["--train", "sdnn", "--dataset", "digits", "--epochs", "3", "--hidden", "20", "--set", "etas=0.5,0.5",
+            "--quiet", "--out", str(tmp_path)]
+    path = experiments.run_path(argv)
+    first = subprocess.Popen([sys.executable, os.path.join(ROOT, "experiments.py"), *argv])
+    while experiments.lock_holder(path) != first.pid:
+        assert first.poll() is None
+        time.sleep(0.05)
+    second = subprocess.run([sys.executable, os.path.join(ROOT, "experiments.py"), *argv], capture_output=True, text=True)
+    assert second.returncode == 2 and f"being trained by process {first.pid}" in second.stderr
+    (result,) = experiments.run_all([argv], quiet=True)                # waits, then reads the first's result
+    assert first.wait() == 0 and result["epochs"] == 3 and not os.path.exists(path + ".lock")
+    with open(path + ".lock", "w") as f:                                 # a crashed process's lock
+        f.write("999999999")
+    assert experiments.lock_holder(path) is None
+    assert experiments.run_all([argv[:5] + ["4"] + argv[6:]], quiet=True)[0]["epochs"] == 4
