@@ -938,7 +938,7 @@ def kh_epoch(W, x, perm, epoch, cfg, progress=None):
     """Unsupervised epoch `epoch` of the rule on the images x in the order perm, W in place; returns
     eps and the median Lebesgue-p norm of the rows (1 once a unit has converged, [7] Eq. 3)."""
     eps = kh_eps(epoch, cfg)
-    for i in range(0, len(x), cfg.batch_unsup):
+    for i in range(0, len(perm), cfg.batch_unsup):
         batch = perm[i:i + cfg.batch_unsup]
         kh_step(W, x[batch], eps, cfg)
         if progress:

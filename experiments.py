@@ -451,7 +451,7 @@ def kh_trainer(cfg, data, rng, epochs, synapses=None, save_synapses=False):
     def epoch(m, perm, index, bar):
         adam = baselines.Config(sizes=(cfg.n_hidden, data.n_out),
                                 lr=cfg.lr * (1 - index / epochs) if cfg.anneal_top else cfg.lr)
-        for i in range(0, len(x), cfg.batch):
+        for i in range(0, len(perm), cfg.batch):
             idx = perm[i:i + cfg.batch]
             C, dS = baselines.kh_top_loss(m["top"]["W"][0], h["train"][idx], t[idx], cfg)
             if not np.isfinite(C):
