@@ -288,3 +288,363 @@ def bench_sdnn(quick, data_dir=None):
 
 
 BENCHES = {"bp": bench_bp, "rules": bench_rules, "sdnn": bench_sdnn}
+
+
+# ================================================================================================
+# The comparison studies: complexity and plausibility, learning dynamics, datasets, optimizers.
+# Every rule of experiments.TRAINERS under one protocol; training runs go through experiments.run_all.
+# ================================================================================================
+
+# ------------------------------------------------------------------------------------------------
+# Counting floating-point operations by running the code itself.
+
+class Counted(np.ndarray):
+    """An ndarray that adds the floating-point operations of every NumPy or SciPy ufunc it takes part in
+    to its `tally` ({"flops": n}, shared with every array computed from it):
+        matrix product (..., m, k) @ (k, n)      2 m k n (a multiply and an add per term)
+        reduction of n elements to r (a sum)    n - r
+        any other ufunc (add, exp, tanh, >)     one per output element
+    Work on arrays that never meet a Counted one is not counted (the data, fresh random draws and the
+    spike thinning on them), nor are copies, indexing, Python scalars and Numba kernels (which see a
+    plain array)."""
+
+    def __array_finalize__(self, obj):
+        self.tally = getattr(obj, "tally", None)
+
+    def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
+        tally = next(a.tally for a in (*inputs, *(out or ())) if isinstance(a, Counted))
+        plain = [a.view(np.ndarray) if isinstance(a, Counted) else a for a in inputs]
+        if out is not None:
+            kwargs["out"] = tuple(o.view(np.ndarray) if isinstance(o, Counted) else o for o in out)
+        result = getattr(ufunc, method)(*plain, **kwargs)
+        first = result[0] if ufunc.nout > 1 else result
+        if method == "at":                                   # ufunc.at(a, indices, b): one per index
+            tally["flops"] += int(np.size(plain[1]))
+            return None
+        if ufunc is np.matmul:
+            tally["flops"] += 2 * int(np.size(first)) * int(np.shape(plain[0])[-1])
+        elif method == "reduce":
+            tally["flops"] += int(np.size(plain[0]) - np.size(first))
+        else:
+            tally["flops"] += int(np.size(first))
+        if out is not None:
+            return out[0] if ufunc.nout == 1 else out
+        return tuple(_counted(r, tally) for r in result) if ufunc.nout > 1 else _counted(result, tally)
+
+
+def _counted(obj, tally):
+    """obj with every float array in it (dicts, lists, tuples, dataclasses) replaced by a Counted view
+    that shares its memory and adds to `tally`; other values as they are."""
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.kind != "f":
+            return obj
+        view = obj.view(Counted)
+        view.tally = tally
+        return view
+    if isinstance(obj, dict):
+        return {k: _counted(v, tally) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_counted(v, tally) for v in obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.replace(obj, **{f.name: _counted(getattr(obj, f.name), tally)
+                                           for f in dataclasses.fields(obj) if f.init})
+    return obj
+
+
+def count_flops(run, *trees):
+    """Floating-point operations of run(*counted trees): each tree (a model dict, a Network, arrays) is
+    passed as Counted views of its arrays, which share their memory with the originals."""
+    tally = {"flops": 0}
+    run(*(_counted(t, tally) for t in trees))
+    return tally["flops"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Complexity: FLOPs counted by running each rule's code on its own shapes, time per example on one
+# core, memory, the backward critical path; and the plausibility table from the rules' own marks.
+
+MINIBATCH = ("bp", "fa", "dfa", "sign", "tp", "dtp", "sdtp", "aosdtp")
+TP_FAMILY = ("tp", "dtp", "sdtp", "aosdtp")
+# every rule of the comparison; sdnn twice, the paper's spiking model and the original code's rate mode
+COMPARED = ("bp", "fa", "dfa", "sign", "dtp", "sdtp", "aosdtp", "kh", "eqprop", "microcircuit",
+            "sdnn:paper", "sdnn:rate")
+
+
+def _rule_argv(entry, hidden=(500,)):
+    """`--train` arguments of a COMPARED entry ("sdnn:rate" is --train sdnn --preset rate)."""
+    rule, _, preset = entry.partition(":")
+    return ["--train", rule, "--hidden", *map(str, hidden)] + (["--preset", preset] if preset else [])
+
+
+def _split(x, y, n_train, n_eval):
+    import experiments
+    x, y = x[:n_train + 2 * n_eval], y[:n_train + 2 * n_eval]
+    a, b = n_train, n_train + n_eval
+    return experiments.Split(x[:a], y[:a], x[a:b], y[a:b], x[b:], y[b:], 10)
+
+
+def _trainer(entry, data, rng, hidden=(500,), extra=()):
+    """The rule's Trainer, exactly as `--train` builds it, for the images of `data` (kh without saving
+    its synapses)."""
+    import experiments
+    args = experiments.parse(_rule_argv(entry, hidden) + list(extra))
+    if args.train == "kh":
+        cfg = experiments.rule_config(baselines.KHConfig, args.set, n_hidden=args.hidden[0])
+        return experiments.kh_trainer(cfg, data, rng, epochs=1)
+    return experiments.TRAINERS[args.train](args, data, rng)
+
+
+def rule_config(entry, trainer):
+    """The rule's config dataclass, rebuilt from the Trainer's JSON config."""
+    import experiments
+    rule = entry.partition(":")[0]
+    cls = experiments.CONFIG_CLASSES.get(rule, baselines.Config)
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in trainer.config.items() if k in names})
+
+
+def predictor(entry, cfg, rng):
+    """predict(model, X) -> classes for a rule's trainer model, on one thread."""
+    rule = entry.partition(":")[0]
+    if rule in MINIBATCH:
+        return lambda m, X: baselines.predict(baselines.averaged(m["params"], m["opt"]), X, cfg)
+    if rule == "kh":
+        return lambda m, X: baselines.kh_predict(m["top"]["W"][0], baselines.kh_hidden(m["W"], X, cfg))
+    if rule == "eqprop":
+        return lambda m, X: baselines.eqprop_predict(m["params"], X, cfg)
+    if rule == "microcircuit":
+        return lambda m, X: baselines.microcircuit_predict(m["params"], X, cfg)
+    return lambda m, X: sdnn.predict(m["net"], X, cfg, rng, n_jobs=1)
+
+
+class _NoBar:
+    def update(self, n):
+        pass
+
+
+def train_flops(entry, trainer, data, rng):
+    """FLOPs per training example: two minibatches of the rule's own size through its epoch function (the
+    target-propagation rules on the parallel schedule: a forward and an inverse step on each); kh, one step of
+    the unsupervised layer and one of the top layer; sdnn, three examples through the NumPy twin of its
+    kernels (train_example with jit=False), the rate mode's Numba update added by update_weights's
+    NumPy form."""
+    rule = entry.partition(":")[0]
+    m = trainer.model
+    if rule == "sdnn":
+        cfg = rule_config(entry, trainer)
+        n = 3
+        flops = count_flops(lambda net, st: [sdnn.train_example(net, st, data.x[i], data.y[i], cfg, rng, jit=False)
+                                             for i in range(n)], m["net"], m["state"])
+        if not cfg.spiking:           # rate_train_example updates W in a Numba kernel: count its NumPy form
+            net = m["net"]
+            flops += n * sum(count_flops(lambda w: sdnn.update_weights(w, k, np.zeros(len(w.b[k])),  # noqa: B023
+                                                                       np.zeros(w.W[k].shape[1]), 0.0, 1.0, jit=False),
+                                         sdnn.Network([a.copy() for a in net.W], [a.copy() for a in net.b], []))
+                             for k in range(len(net.W)))
+        return flops / n
+    batch = {"kh": 100, "eqprop": rule_config(entry, trainer).batch,
+             "microcircuit": rule_config(entry, trainer).batch}.get(rule, rule_config(entry, trainer).batch
+                                                                   if rule in MINIBATCH else 1)
+    perm = np.arange(2 * batch)
+    if rule == "kh":                  # one minibatch of the unsupervised rule, then one of the top layer
+        cfg = rule_config(entry, trainer)
+        unsup = count_flops(lambda W: baselines.kh_step(W, data.x[:batch], cfg.eps0, cfg), m["W"])
+        trainer.prepare(m, None)
+        return unsup / batch + count_flops(lambda cm: trainer.epoch(cm, perm[:batch], 0, _NoBar()), m) / batch
+    return count_flops(lambda cm: trainer.epoch(cm, perm, 0, _NoBar()), m) / len(perm)
+
+
+def inference_flops(entry, trainer, data, rng):
+    """FLOPs per test example of the rule's prediction (sdnn: one test phase through the NumPy twin)."""
+    cfg = rule_config(entry, trainer)
+    X = data.x_test[:20]
+    if entry.startswith("sdnn") and cfg.spiking:   # test_example, with a state whose arrays are counted
+        run = lambda net: sdnn.run_phase(net, _counted(sdnn.init_state(net), net.W[0].tally), X[0], cfg.test_ms,
+                                         None, cfg, rng, jit=False, learn=False, window=(cfg.t_settle, cfg.test_ms))
+        return count_flops(run, trainer.model["net"])
+    predict = predictor(entry, cfg, rng)
+    return count_flops(lambda m: predict(m, X), trainer.model) / len(X)
+
+
+def memory(entry, trainer, n_train_full):
+    """Bytes of weights (every synaptic array, fixed feedback included), of learning state (optimizer
+    moments) and of activity state (sdnn's traces and potentials; EqProp's persistent particles, one row
+    per training example, scaled to n_train_full examples)."""
+    def nbytes(obj):
+        if isinstance(obj, np.ndarray):
+            return obj.nbytes
+        if isinstance(obj, dict):
+            return sum(nbytes(v) for v in obj.values())
+        if isinstance(obj, (list, tuple)):
+            return sum(nbytes(v) for v in obj)
+        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+            return sum(nbytes(getattr(obj, f.name)) for f in dataclasses.fields(obj))
+        return 0
+    out = {"weights": 0, "learning_state": 0, "activity_state": 0}
+    for key, value in trainer.model.items():
+        if key == "opt":
+            out["learning_state"] += nbytes(value)
+        elif key == "particles":
+            out["activity_state"] += nbytes(value) * n_train_full // len(value[0])
+        elif key in ("state", "avg"):
+            out["activity_state"] += nbytes(value)
+        else:
+            out["weights"] += nbytes(value)
+    return out
+
+
+def backward_steps(marks, n_hidden):
+    """The critical path of a rule's marks ("L", "1", "0", ...) for n_hidden hidden layers."""
+    formula = marks["backward_steps"][0]
+    return int(eval(formula, {"__builtins__": {}}, {"L": n_hidden}))   # a formula in L, from PLAUSIBILITY
+
+
+def plausibility_rows():
+    """The plausibility table: one row per rule, {property: (mark, reason)}, from the marks declared next
+    to each rule (baselines.PLAUSIBILITY, sdnn.PLAUSIBILITY); a missing or unknown mark is an error."""
+    return check_marks(dict(baselines.PLAUSIBILITY, sdnn=sdnn.PLAUSIBILITY))
+
+
+def check_marks(rows):
+    """rows, or a ValueError naming the first rule with a missing property or a mark not yes/no/partly."""
+    for rule, marks in rows.items():
+        missing = set(baselines.PROPERTIES) - set(marks)
+        bad = {k: mark for k, (mark, _) in marks.items() if k != "backward_steps" and mark not in ("yes", "no", "partly")}
+        if missing or bad:
+            raise ValueError(f"PLAUSIBILITY[{rule!r}]: missing properties {sorted(missing)}, marks other than "
+                             f"yes / no / partly {bad}; declare each property of baselines.PROPERTIES as (mark, reason)")
+    return rows
+
+
+def format_table(header, rows):
+    """Rows of strings as a Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
+
+
+def complexity(cfg, rng, quick):
+    """Cost of every rule on 784-500-10 (3072-500-10 for CIFAR-10): FLOPs per training example and per
+    inference, counted by running the rule's own code on its shapes (Counted); CPU time per training and
+    per test example on one core (BLAS on one thread, median over chunks of the real training code:
+    2,000 training and 500 test images, 400 and 100 with quick); memory of weights, optimizer state and
+    activity state; the sequential backward critical path for 1 and 5 hidden layers; and the
+    plausibility table. Also test error against training time, from the finished runs of the datasets
+    study, if there are any."""
+    from threadpoolctl import threadpool_limits
+    try:
+        d = datasets.load(cfg.dataset, data_dir=cfg.data_dir)
+        x, y = np.concatenate([d["train"][0][:3000], d["test"][0][:1000]]), np.concatenate([d["train"][1][:3000],
+                                                                                           d["test"][1][:1000]])
+    except (datasets.DataError, OSError) as err:
+        raise ValueError(f"complexity times the rules on real images: {err}") from None
+    n_train, n_test = (400, 100) if quick else (2000, 500)
+    rows = {}
+    with threadpool_limits(1):
+        for entry in COMPARED:
+            g = np.random.default_rng(cfg.seed)
+            data = _split(x, y, n_train, n_test)
+            trainer = _trainer(entry, data, g, extra=["--set", "schedule=parallel"] if entry in TP_FAMILY else [])
+            model_cfg = rule_config(entry, trainer)
+            row = {"train_flops": train_flops(entry, trainer, data, g),
+                   "inference_flops": inference_flops(entry, trainer, data, g)}
+            chunk = 200 if n_train >= 2000 else 100
+            row["train_ms"] = 1e3 * _median_cpu_per_item(
+                lambda a, b: trainer.epoch(trainer.model, np.arange(a, b), 0, _NoBar()),  # noqa: B023
+                0, n_train, n_train // chunk)
+            if trainer.pre_epochs:        # kh: plus one epoch of the unsupervised layer per example
+                row["train_ms"] += 1e3 * _median_cpu_per_item(
+                    lambda a, b: baselines.kh_epoch(trainer.model["W"], data.x[a:b], np.arange(b - a), 0,  # noqa: B023
+                                                    model_cfg), 0, n_train, n_train // chunk)
+            predict = predictor(entry, model_cfg, g)
+            row["test_ms"] = 1e3 * _median_cpu_per_item(
+                lambda a, b: predict(trainer.model, data.x_test[a:b]), 0, n_test, 5)  # noqa: B023
+            row["memory_bytes"] = memory(entry, trainer, 50_000)
+            rule = entry.partition(":")[0]
+            marks = sdnn.PLAUSIBILITY if rule == "sdnn" else baselines.PLAUSIBILITY[rule]
+            row["backward_steps"] = {"formula": marks["backward_steps"][0], "L=1": backward_steps(marks, 1),
+                                     "L=5": backward_steps(marks, 5), "why": marks["backward_steps"][1]}
+            rows[entry] = row
+            print(f"complexity {entry:13s}: {row['train_flops'] / 1e6:8.2f} / {row['inference_flops'] / 1e6:8.2f} "
+                  f"MFLOP per training / test example, {row['train_ms']:7.3f} / {row['test_ms']:7.3f} ms, "
+                  f"weights {row['memory_bytes']['weights'] / 2**20:.1f} MiB", flush=True)
+    out = {"rows": rows, "sizes": [x.shape[1], 500, 10], "quick": quick, "dataset": cfg.dataset,
+           "n_train_timed": n_train, "n_test_timed": n_test, "plausibility": plausibility_rows(),
+           "properties": baselines.PROPERTIES, "error_time": datasets_error_time(cfg)}
+    out["tables"] = complexity_tables(out)
+    print(out["tables"]["complexity"] + "\n\n" + out["tables"]["plausibility"])
+    return out
+
+
+def complexity_tables(data):
+    """The complexity and plausibility tables as Markdown text."""
+    mib = lambda b: f"{b / 2**20:.2f}"
+    comp = [[e, f"{r['train_flops'] / 1e6:.2f}", f"{r['inference_flops'] / 1e6:.2f}", f"{r['train_ms']:.3f}",
+             f"{r['test_ms']:.3f}", mib(r["memory_bytes"]["weights"]), mib(r["memory_bytes"]["learning_state"]),
+             mib(r["memory_bytes"]["activity_state"]), f"{r['backward_steps']['formula']} "
+             f"({r['backward_steps']['L=1']}, {r['backward_steps']['L=5']})"] for e, r in data["rows"].items()]
+    header = ["rule", "MFLOP / train ex.", "MFLOP / test ex.", "ms / train ex.", "ms / test ex.", "weights MiB",
+              "optimizer MiB", "activity MiB", "backward steps (L=1, L=5)"]
+    symbol = {"yes": "yes", "no": "no", "partly": "partly"}
+    plaus = [[rule] + [symbol[marks[p][0]] for p in data["properties"]] for rule, marks in data["plausibility"].items()]
+    reasons = "\n".join(f"- {rule}, {p}: {marks[p][0]} -- {marks[p][1]}"
+                        for rule, marks in data["plausibility"].items() for p in data["properties"])
+    return {"complexity": format_table(header, comp),
+            "plausibility": format_table(["rule", *data["properties"]], plaus), "reasons": reasons}
+
+
+def datasets_error_time(cfg):
+    """Placeholder until the datasets study exists: no finished runs to plot."""
+    return {}
+
+
+def plot_complexity(data):
+    """FLOPs and time per example (log scales), error against training time, and the plausibility marks
+    (shaded by mark, not by merit: "yes" is not always the plausible answer)."""
+    import matplotlib.ticker
+    fig = new_figure(figsize=(14, 9))
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1, 1.1])
+    ax = top.subplots(1, 3)
+    names = list(data["rows"])
+    pos = np.arange(len(names))
+    for a, keys, labels, unit in ((ax[0], ("train_flops", "inference_flops"), ("training", "inference"), 1e6),
+                                  (ax[1], ("train_ms", "test_ms"), ("training", "test"), 1)):
+        for j, (key, label) in enumerate(zip(keys, labels)):
+            a.barh(pos + 0.4 * j - 0.2, [data["rows"][n][key] / unit for n in names], 0.4, label=label)
+        a.set_yticks(pos, names, fontsize=8)
+        a.invert_yaxis()
+        a.set_xscale("log")
+        a.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())   # 2x10^0, 3x10^0 ... overlap
+        a.legend(fontsize=8)
+    ax[0].set_xlabel("MFLOP per example (counted from the code)")
+    ax[1].set_xlabel("ms per example, one core (CPU time)")
+    ax[0].set_title(f"{'-'.join(map(str, data['sizes']))}" + (" (QUICK)" if data["quick"] else ""), fontsize=9)
+    et = data.get("error_time") or {}
+    for i, (name, points) in enumerate(et.items()):
+        ax[2].plot([p[0] / 60 for p in points], [p[1] for p in points], "o", color=f"C{i % 10}", label=name)
+    ax[2].set_xscale("log")
+    ax[2].set_xlabel("training wall time to the lowest-validation epoch (min)")
+    ax[2].set_ylabel("test error (%)")
+    ax[2].set_title("error vs time (runs of --study datasets)" if et else
+                    "error vs time: run --study datasets first", fontsize=9)
+    if et:
+        ax[2].legend(fontsize=6, ncol=2)
+    a = bottom.subplots()
+    a.set_axis_off()
+    props = list(data["properties"])
+    rules = list(data["plausibility"])
+    color = {"yes": "#9ecae1", "no": "white", "partly": "#deebf7"}
+    cells = [[data["plausibility"][r][p][0] for p in props] for r in rules]
+    table = a.table(cellText=cells, rowLabels=rules, colLabels=[p.replace("_", "\n") for p in props],
+                    cellColours=[[color[c] for c in row] for row in cells], loc="center", cellLoc="center")
+    table.auto_set_font_size(False)
+    table.set_fontsize(7)
+    table.scale(1, 1.3)
+    for (r, c), cell in table.get_celld().items():
+        if r == 0:
+            cell.set_height(cell.get_height() * 2.4)
+    a.set_title("Plausibility (marks and reasons declared next to each rule: baselines.PLAUSIBILITY, "
+                "sdnn.PLAUSIBILITY)", fontsize=9)
+    return fig
+
+
+STUDIES["complexity"] = (complexity, plot_complexity, None)
