@@ -16,7 +16,7 @@ import numpy as np
 import baselines
 import datasets
 import sdnn
-from figures import new_figure
+from figures import new_figure, strip_out
 
 
 def _error_pct(pred, y):
@@ -648,3 +648,286 @@ def plot_complexity(data):
 
 
 STUDIES["complexity"] = (complexity, plot_complexity, None)
+
+
+# ------------------------------------------------------------------------------------------------
+# Learning dynamics: measures of a run between blocks of epoch 1 and after every epoch (`--train RULE
+# --dynamics`), and the study that runs every rule with them.
+
+def angle_deg(a, b):
+    """Angle in degrees between two arrays taken as flat vectors (NaN if one is zero)."""
+    a, b = np.ravel(a).astype(np.float64), np.ravel(b).astype(np.float64)
+    norms = np.linalg.norm(a) * np.linalg.norm(b)
+    return float(np.degrees(np.arccos(np.clip(a @ b / norms, -1, 1)))) if norms > 0 else float("nan")
+
+
+def linear_cka(X, Y):
+    """Linear centred kernel alignment of two representations of the same n examples, X (n, p), Y (n, q):
+    ||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F) after centring every column (Kornblith et al. 2019, ICML,
+    Eq. 5 / Section 3). 1 for representations equal up to rotation and isotropic scaling, near 0 for
+    unrelated ones."""
+    X = np.asarray(X, np.float64) - np.mean(X, axis=0)
+    Y = np.asarray(Y, np.float64) - np.mean(Y, axis=0)
+    denom = np.linalg.norm(X.T @ X) * np.linalg.norm(Y.T @ Y)
+    return float(np.linalg.norm(Y.T @ X) ** 2 / denom) if denom > 0 else float("nan")
+
+
+def update_angles(rule, params, x, t, cfg):
+    """Per hidden layer, the angle between the rule's update of W_l on the examples x, t and backprop's
+    on the same examples (both before the optimizer: delta_l^T h_(l-1) summed over the batch)."""
+    cache = baselines.forward(params, x, cfg)
+    e = baselines.output_error(cache, t, cfg)
+    ours = baselines.gradients(cache, baselines.RULES[rule].hidden_errors(params, cache, e, cfg))["W"]
+    bp = baselines.gradients(cache, baselines.bp_hidden_errors(params, cache, e, cfg))["W"]
+    return [angle_deg(a, b) for a, b in zip(ours[:-1], bp[:-1])]
+
+
+def forward_weights(entry, m):
+    """The forward weight matrices of a rule's trainer model, bottom first."""
+    rule = entry.partition(":")[0]
+    if rule == "sdnn":
+        return list(m["net"].W)
+    if rule == "kh":
+        return [m["W"], m["top"]["W"][0]]
+    return list(m["params"]["W"])
+
+
+def feedback_pairs(entry, m):
+    """Per hidden layer l (bottom first), the feedback that carries its error and what backprop would use
+    there, both as (n_out or n_(l+1), n_l) arrays: FA (B_(l+1), W_(l+1)); DFA and sdnn, the direct
+    feedback against the product W_L ... W_(l+1); sign symmetry its sign matrix; the target-propagation
+    rules the inverse V_(l+1)^T against W_(l+1); the microcircuit B_l^T; backprop and EqProp W_(l+1)
+    itself. Empty for Krotov-Hopfield (no feedback) and for DTP with one hidden layer (no inverse)."""
+    rule = entry.partition(":")[0]
+    if rule == "kh":
+        return []
+    if rule == "sdnn":
+        W, Y = m["net"].W, m["net"].Y
+        return [(Y[k].T, np.linalg.multi_dot(W[::-1][:len(W) - 1 - k]) if len(W) - 1 - k > 1 else W[-1])
+                for k in range(len(Y))]
+    p = m["params"]
+    W, L = p["W"], len(p["W"])
+    if rule == "fa":
+        return [(p["B"][l], W[l]) for l in range(1, L)]
+    if rule == "dfa":
+        return [(p["D"][l], np.linalg.multi_dot(W[::-1][:L - l]) if L - l > 1 else W[-1]) for l in range(1, L)]
+    if rule == "sign":
+        return [(baselines.sign_feedback(W[l]), W[l]) for l in range(1, L)]
+    if rule in TP_FAMILY:
+        return [(p["V"][l + 1][:, :W[l].shape[0]].T, W[l]) for l in range(1, L) if l + 1 in p["V"]]
+    if rule == "microcircuit":
+        return [(B.T, W[k + 1]) for k, B in enumerate(p["B"])]
+    return [(W[l], W[l]) for l in range(1, L)]                  # bp, eqprop: the forward weights themselves
+
+
+def hidden_layers(entry, m, X, cfg, rng):
+    """The hidden representations of the images X (one (n, n_l) array per hidden layer): activities of the
+    MLPs, KH's rectified polynomial units, EqProp's free fixed point, the microcircuit's bottom-up rates,
+    sdnn's mean rates over a test phase (spiking) or its steady-state rates (rate mode)."""
+    rule = entry.partition(":")[0]
+    if rule in MINIBATCH:
+        return baselines.forward(m["params"], X, cfg)["h"][1:-1]
+    if rule == "kh":
+        return [baselines.kh_hidden(m["W"], X, cfg)]
+    if rule == "eqprop":
+        zero = baselines.eqprop_zero_state(m["params"], len(X), cfg.dtype)
+        return baselines.relax(m["params"], X, zero, cfg.n_free_eval, cfg.epsilon)[:-1]
+    if rule == "microcircuit":
+        return baselines.microcircuit_forward(m["params"], X, cfg)["r"][1:-1]
+    if cfg.spiking:
+        return sdnn.hidden_rates(m["net"], X, cfg, rng)
+    return [cfg.phi_max * sdnn.sigma(V) for V in sdnn.rate_forward(m["net"], X, cfg)[:-1]]
+
+
+def _combine(parts):
+    """One epoch's numbers from those of its blocks [(examples, numbers)]: lists joined, numbers averaged
+    with the blocks' sizes as weights (None left out), anything else from the last block."""
+    out = {}
+    for key in parts[-1][1]:
+        values = [(n, p.get(key)) for n, p in parts]
+        if all(isinstance(v, list) for _, v in values):
+            out[key] = [x for _, v in values for x in v]
+        elif all(isinstance(v, (int, float)) or v is None for _, v in values) and any(v is not None for _, v in values):
+            kept = [(n, v) for n, v in values if v is not None]
+            out[key] = sum(n * v for n, v in kept) / sum(n for n, _ in kept)
+        else:
+            out[key] = values[-1][1]
+    return out
+
+
+def with_dynamics(entry, trainer, data, seed, blocks=10, n_probe=1000, n_angle=500):
+    """The trainer, its epoch function wrapped to measure after each of `blocks` blocks of epoch 1 (whole
+    minibatches, multiples of 100 examples) and after every later epoch, per layer: ||W||_F and ||dW||_F
+    over the interval; the angle between the rule's update and backprop's on the same n_angle training
+    examples (the minibatch rules; sdnn records its own per example, as Fig 7A); the angle between the
+    feedback and what backprop would use (feedback_pairs); and the linear CKA of each hidden layer with a
+    backprop twin's on n_probe validation images. The twin is a BP MLP of the same sizes trained on the
+    same minibatches (the minibatch rules: with the rule's config, from the rule's initial weights). The
+    epoch's numbers get a "dynamics" list of points. Measuring uses a Generator of its own and changes
+    nothing in the run: the same seed trains the same network with or without it."""
+    rule = entry.partition(":")[0]
+    cfg = rule_config(entry, trainer)
+    if rule == "sdnn" and (trainer.schedule or {}).get("eta_schedule") == "linear":
+        raise ValueError("--dynamics splits epoch 1 into blocks, which eta_schedule=linear cannot take "
+                         "(its rates follow the position in the whole epoch); use the default schedule")
+    g = np.random.default_rng([seed, 17])
+    m = trainer.model
+    n_out = data.n_out
+    if rule in MINIBATCH:
+        twin_cfg = cfg
+        twin = {"W": [w.copy() for w in m["params"]["W"]], "b": [b.copy() for b in m["params"]["b"]]}
+    else:
+        sizes = [data.x.shape[1]] + [w.shape[0] for w in forward_weights(entry, m)]
+        twin_cfg = baselines.Config(sizes=tuple(sizes))
+        twin = baselines.init(twin_cfg.sizes, twin_cfg, g)
+    m["dynamics"] = {"twin": twin, "twin_opt": baselines.init_optimizer(twin), "rng": g}
+    t = baselines.one_hot(data.y, n_out, twin_cfg.dtype)
+    probe = (data.x_val if len(data.x_val) else data.x)[:n_probe]
+    n_batch = getattr(cfg, "batch", 1)
+    step = int(np.lcm(n_batch, 100))
+    epoch = trainer.epoch
+
+    def measure(mm, before, seen, numbers):
+        W = forward_weights(entry, mm)
+        point = {"examples": int(seen), "W_norm": [float(np.linalg.norm(w)) for w in W],
+                 "dW_norm": [float(np.linalg.norm(w - w0)) for w, w0 in zip(W, before or W)]}
+        point["angle_bp"] = None                                # no backprop update to compare with
+        if rule in MINIBATCH:
+            point["angle_bp"] = update_angles(rule, mm["params"], data.x[:n_angle], t[:n_angle], cfg)
+        elif rule == "sdnn" and numbers is not None and numbers.get("mean_angle_deg") is not None:
+            point["angle_bp"] = [numbers["mean_angle_deg"]]     # first hidden layer, mean over the block
+        point["feedback_angle"] = [angle_deg(f, w) for f, w in feedback_pairs(entry, mm)]
+        ours = hidden_layers(entry, mm, probe, cfg, mm["dynamics"]["rng"])
+        theirs = baselines.forward(mm["dynamics"]["twin"], probe, twin_cfg)["h"][1:-1]
+        point["cka_bp_twin"] = [linear_cka(a, b) for a, b in zip(ours, theirs)]
+        return point
+
+    def train_twin(mm, perm):
+        for i in range(0, len(perm), twin_cfg.batch):
+            idx = perm[i:i + twin_cfg.batch]
+            baselines.step("bp", mm["dynamics"]["twin"], mm["dynamics"]["twin_opt"], data.x[idx], t[idx], twin_cfg)
+
+    def dynamics_epoch(mm, perm, index, bar):
+        n_blocks = blocks if index == 0 else 1
+        cuts = [min(len(perm), step * round(len(perm) * i / n_blocks / step)) for i in range(1, n_blocks)]
+        points = [measure(mm, None, 0, None)] if index == 0 else []
+        parts, done, spent = [], index * len(perm), 0.0
+        for part in np.split(perm, sorted(set(cuts))):
+            if not len(part):
+                continue
+            before = [w.copy() for w in forward_weights(entry, mm)]
+            numbers = epoch(mm, part, index, bar)
+            start = time.perf_counter()
+            train_twin(mm, part)
+            done += len(part)
+            points.append(measure(mm, before, done, numbers))
+            spent += time.perf_counter() - start
+            parts.append((len(part), numbers))
+        return dict(_combine(parts), dynamics=points, dynamics_seconds=spent)
+
+    return dataclasses.replace(trainer, epoch=dynamics_epoch)
+
+
+KH_UNSUP_EPOCHS = 30      # the comparison's unsupervised epochs of kh (its default, 100, is the paper's scale;
+                          # the fields of --fig kh-fields are far from converged after 10)
+
+
+# Settings of the comparison that are not a rule's defaults: the target-propagation rules learn on
+# Bartunov's parallel schedule, so that every rule updates its forward weights on every minibatch (on the
+# alternating schedule every other epoch trains only the inverses, and DTP with one hidden layer has none).
+COMPARISON_SETTINGS = {"dtp": ["schedule=parallel"], "sdtp": ["schedule=parallel"], "aosdtp": ["schedule=parallel"]}
+
+
+def study_argv(entry, cfg, quick, epochs, seed, *extra, hidden=(500,)):
+    """The --train command of one run of a comparison study, its runs under cfg.runs; quick: 1,000 of the
+    2,000 training images of --quick."""
+    argv = _rule_argv(entry, hidden) + ["--dataset", cfg.dataset, "--epochs", str(epochs), "--seed", str(seed),
+                                        "--out", cfg.runs]
+    argv += ["--data-dir", cfg.data_dir] if cfg.data_dir else []
+    sets = [f"epochs_unsup={1 if quick else KH_UNSUP_EPOCHS}"] if entry == "kh" else []
+    sets += COMPARISON_SETTINGS.get(entry, [])
+    sets += [*cfg.set, *[e for e in extra if "=" in e]]
+    argv += [e for e in extra if "=" not in e]
+    argv += ["--set", *sets] if sets else []
+    return argv + (["--quick", "--limit", "1000"] if quick else [])
+
+
+def dynamics(cfg, rng, quick):
+    """Learning dynamics of every rule on 784-500-10 (COMPARED; kh with KH_UNSUP_EPOCHS unsupervised
+    epochs first; COMPARISON_SETTINGS), one seed, cfg.epochs epochs (default 10; quick: 2 epochs on 1,000
+    images): the runs
+    `--train RULE --dynamics` (see with_dynamics) through experiments.run_all, measured after each tenth
+    of epoch 1 (quick: quarter) and after every epoch. Per rule and layer: ||W||_F, ||dW||_F, the angle to
+    backprop's update, the feedback's angle to what backprop would send, CKA with a backprop twin."""
+    import experiments
+    epochs = cfg.epochs or (2 if quick else 10)
+    argvs = [study_argv(entry, cfg, quick, epochs, cfg.seed, "--dynamics") for entry in COMPARED]
+    out = {"rules": {}, "epochs": epochs, "quick": quick, "dataset": cfg.dataset, "seed": cfg.seed,
+           "commands": {}}
+    for entry, result in zip(COMPARED, experiments.run_all(argvs, cfg.workers)):
+        if "error" in result:
+            continue
+        points = [p for epoch in result["dynamics"] for p in epoch]
+        out["rules"][entry] = {key: [p.get(key) for p in points] for key in points[0]}
+        out["rules"][entry]["test_error"] = result["test_error"]
+        out["commands"][entry] = " ".join(strip_out(result["command"]))
+        last = points[-1]
+        print(f"dynamics {entry:13s} after {last['examples']} examples: angle to BP {last['angle_bp']}, feedback "
+              f"{np.round(last['feedback_angle'], 1).tolist()} deg, CKA with the BP twin "
+              f"{np.round(last['cka_bp_twin'], 3).tolist()}", flush=True)
+    if not out["rules"]:
+        raise ValueError(f"no dynamics run finished: see the logs in {cfg.runs}")
+    return out
+
+
+def plot_dynamics(data):
+    """One panel per quantity, rules as lines, first hidden layer (the JSON has every layer): ||W||_F,
+    ||dW||_F / ||W||_F per interval (tenths of epoch 1, then epochs), angle to backprop's update,
+    feedback alignment, CKA with the backprop twin; against training examples (log scale)."""
+    import matplotlib.ticker
+    fig = new_figure(figsize=(16, 8.5))
+    axes = fig.subplots(2, 3).ravel()
+    panels = (("W_norm", "$\\|W_1\\|_F$", True), ("dW_rel", "$\\|\\Delta W_1\\|_F / \\|W_1\\|_F$ per interval", True),
+              ("angle_bp", "angle to backprop's update of $W_1$ (deg)", False),
+              ("feedback_angle", "feedback vs backprop's, layer 1 (deg)", False),
+              ("cka_bp_twin", "linear CKA, hidden layer 1 vs BP twin", False))
+    for i, (entry, r) in enumerate(data["rules"].items()):
+        x = np.array(r["examples"], float)
+        keep = x > 0
+        style = dict(color=f"C{i % 10}", ls="--" if i >= 10 else "-", lw=1.2, marker=".", ms=3, label=entry)
+        for ax, (key, label, log) in zip(axes, panels):
+            if key == "dW_rel":
+                y = [d[0] / w[0] if w[0] else np.nan for d, w in zip(r["dW_norm"], r["W_norm"])]
+            else:
+                y = [np.nan if v is None or not v or v[0] is None else v[0] for v in r[key]]
+            y = np.array(y, float)
+            if np.isfinite(y[keep]).any():
+                ax.plot(x[keep], y[keep], **style)
+            ax.set_ylabel(label, fontsize=8)
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            if log:
+                ax.set_yscale("log")
+                ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    for ax in axes[:5]:
+        ax.set_xlabel("training examples")
+        ax.grid(alpha=0.3)
+    axes[2].axhline(90, color="k", lw=0.5)
+    axes[3].axhline(90, color="k", lw=0.5)
+    handles, labels = axes[4].get_legend_handles_labels()
+    for ax in axes[:4]:
+        h, l = ax.get_legend_handles_labels()
+        for a, b in zip(h, l):
+            if b not in labels:
+                handles.append(a)
+                labels.append(b)
+    axes[5].set_axis_off()
+    axes[5].legend(handles, labels, fontsize=8, ncol=2, loc="center")
+    fig.suptitle(f"Learning dynamics on {data['dataset']}, 784-500-10, seed {data['seed']}, {data['epochs']} epochs "
+                 f"(epoch 1 in blocks){' -- QUICK: 1,000 images' if data['quick'] else ''}; missing lines: the "
+                 "quantity does not exist for that rule", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+STUDIES["dynamics"] = (dynamics, plot_dynamics, None)

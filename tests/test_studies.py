@@ -94,3 +94,96 @@ def test_memory_scales_eqprop_particles_to_the_training_set():
     mem = studies.memory("eqprop", studies._trainer("eqprop", data, rng), 50_000)
     assert mem["activity_state"] == 50_000 * (500 + 10) * 4                  # float32 particles, one per example
     assert mem["weights"] == 4 * (784 * 500 + 500 + 500 * 10 + 10)
+
+
+# ------------------------------------------------------------------------------------------------ dynamics
+
+def test_angle_of_hand_computed_vectors():
+    assert studies.angle_deg([1, 0], [1, 1]) == pytest.approx(45)
+    assert studies.angle_deg([[1, 2], [3, 4]], [[-1, -2], [-3, -4]]) == pytest.approx(180)
+    assert math.isnan(studies.angle_deg([0, 0], [1, 1]))
+
+
+def fa_network(n_hidden, seed=0):
+    rng = np.random.default_rng(seed)
+    cfg = bl.Config(sizes=(50, n_hidden, 10), dtype="float64")
+    params, _ = bl.make("fa", cfg, rng)
+    x, t = rng.random((200, 50)), bl.one_hot(rng.integers(0, 10, 200), 10, np.float64)
+    return params, x, t, cfg
+
+
+def test_fa_with_feedback_equal_to_the_forward_weights_is_backprop():
+    params, x, t, cfg = fa_network(64)
+    params["B"][1] = params["W"][1].copy()                         # B = W: exact weight transport
+    assert studies.update_angles("fa", params, x, t, cfg) == [pytest.approx(0, abs=1e-5)]
+    assert studies.angle_deg(*studies.feedback_pairs("fa", {"params": params})[0]) == pytest.approx(0, abs=1e-5)
+
+
+def test_random_feedback_is_orthogonal_in_high_dimension():
+    """An independent random B: the hidden errors e B and e W are independent random projections, so the
+    updates' cosine is of order 1 / sqrt(n_hidden) (here 0.01): the angle is 90 degrees within a degree
+    or two; a pair of independent Gaussian vectors in 10^5 dimensions likewise (SD of the cosine 0.003)."""
+    params, x, t, cfg = fa_network(10_000)
+    assert studies.update_angles("fa", params, x, t, cfg)[0] == pytest.approx(90, abs=3)
+    assert studies.angle_deg(*studies.feedback_pairs("fa", {"params": params})[0]) == pytest.approx(90, abs=2)
+    rng = np.random.default_rng(1)
+    assert studies.angle_deg(rng.normal(size=100_000), rng.normal(size=100_000)) == pytest.approx(90, abs=1)
+
+
+def cka_by_kernels(X, Y):
+    """CKA in its kernel form (Kornblith et al. 2019, Eqs. 3-4): HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L))
+    with K = X X^T, L = Y Y^T and HSIC(K, L) = tr(K H L H), H the centring matrix."""
+    n = len(X)
+    H = np.eye(n) - np.ones((n, n)) / n
+    hsic = lambda K, L: np.trace(K @ H @ L @ H)
+    K, L = X @ X.T, Y @ Y.T
+    return hsic(K, L) / np.sqrt(hsic(K, K) * hsic(L, L))
+
+
+def test_linear_cka_of_known_cases():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(5000, 20)) @ rng.normal(size=(20, 20))    # correlated features
+    Q, _ = np.linalg.qr(rng.normal(size=(20, 20)))                 # an orthogonal matrix
+    assert studies.linear_cka(X, X) == pytest.approx(1)
+    assert studies.linear_cka(X, 3 * X @ Q + 5) == pytest.approx(1)        # rotation, scale, shift
+    # independent noise: E[CKA] ~ sqrt(p q) / n = 20 / 5000
+    assert studies.linear_cka(X, rng.normal(size=(5000, 20))) < 0.02
+    A, B = rng.normal(size=(60, 7)), rng.normal(size=(60, 4))
+    B[:, 0] += A[:, 0]
+    assert studies.linear_cka(A, B) == pytest.approx(cka_by_kernels(A, B))   # the kernel form agrees
+
+
+def run_json(tmp_path, *argv):
+    import json
+    import subprocess
+    import sys
+    out = tmp_path / f"run{len(list(tmp_path.iterdir()))}.json"
+    r = subprocess.run([sys.executable, experiments.__file__, *argv, "--dataset", "digits", "--quiet", "--json",
+                        str(out), "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return json.loads(out.read_text())
+
+
+def test_dynamics_of_backprop_against_its_twin_and_the_run_unchanged(tmp_path):
+    """--dynamics on BP: the twin is the same network trained the same way, so every angle is 0 and every
+    CKA 1; epoch 1 is measured in 10 blocks (and at the start); the run's errors are those of the same
+    command without --dynamics."""
+    argv = ["--train", "bp", "--hidden", "32", "--epochs", "2"]
+    with_dyn, without = run_json(tmp_path, *argv, "--dynamics"), run_json(tmp_path, *argv)
+    assert with_dyn["test_error"] == without["test_error"] and with_dyn["val_error"] == without["val_error"]
+    points = [p for epoch in with_dyn["dynamics"] for p in epoch]
+    assert [p["examples"] for p in points] == [0, *range(100, 1001, 100), 2000]
+    for p in points:
+        assert p["angle_bp"] == [pytest.approx(0, abs=1e-4)]                            # degrees
+        assert p["feedback_angle"] == [pytest.approx(0, abs=1e-4)]
+        assert p["cka_bp_twin"] == [pytest.approx(1)]
+    assert points[0]["dW_norm"] == [0.0, 0.0] and all(d > 0 for d in points[-1]["dW_norm"])
+
+
+def test_dynamics_refuses_a_linear_sdnn_schedule():
+    none = np.zeros((0, 64))
+    data = experiments.Split(np.zeros((100, 64)), np.zeros(100, int), none, none, none, np.zeros(1, int), 10)
+    args = experiments.parse(["--train", "sdnn", "--hidden", "8", "--set", "etas=0.1,0.1", "eta_schedule=linear"])
+    trainer = experiments.TRAINERS["sdnn"](args, data, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="eta_schedule=linear"):
+        studies.with_dynamics("sdnn", trainer, data, 0)
