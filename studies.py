@@ -931,3 +931,257 @@ def plot_dynamics(data):
 
 
 STUDIES["dynamics"] = (dynamics, plot_dynamics, None)
+
+
+# ------------------------------------------------------------------------------------------------
+# One protocol for every rule (--study datasets, --study optimizers): each rule's learning rate chosen
+# on the validation split by the same small budget, then several seeds, the test error read at the
+# lowest-validation epoch.
+
+# What the protocol tunes: the rule's learning rate(s), as a field of its config and its starting value
+# (the rule's default, or the setting already chosen on MNIST's validation split, see the README's tuning
+# notes); BASE_SETTINGS are the other settings of those choices. Every rate of a rule is scaled together.
+RATE_FIELD = {**{r: ("lr", (1e-3,)) for r in MINIBATCH}, "kh": ("lr", (1e-6,)), "eqprop": ("alphas", (0.8, 0.4)),
+              "microcircuit": ("etas", baselines.MICROCIRCUIT_ETAS[1]), "sdnn:paper": ("etas", (2.4, 0.105)),
+              "sdnn:rate": ("etas", sdnn.PAPER_ETAS[(500,)])}
+BASE_SETTINGS = {"eqprop": ["t_half=5000"], "sdnn:paper": ["init_gain=0.51", "eta_schedule=linear"]}
+LR_FACTORS = (1 / 3, 1.0, 3.0)        # the budget: three runs per rule and dataset, factors on the rate(s)
+QUICK_FACTORS = (1 / 3, 1.0)
+
+
+def rate_setting(entry, factor):
+    """--set item of entry's learning rate(s) times factor, e.g. 'etas=0.7,0.035'."""
+    field, base = RATE_FIELD[entry]
+    return f"{field}=" + ",".join(f"{factor * r:.4g}" for r in base)
+
+
+def present(name, data_dir):
+    """Whether the files of dataset `name` are on this machine (without reading them): CIFAR-10's archive
+    or its extracted folder; MNIST and Fashion-MNIST are downloaded by the runs when missing."""
+    if name != "cifar10":
+        return True
+    folder = os.path.join(datasets.data_dir(data_dir), "cifar10")
+    return (os.path.exists(os.path.join(folder, "cifar-10-python.tar.gz"))
+            or os.path.isdir(os.path.join(folder, datasets.CIFAR_FOLDER)))
+
+
+def _run_minutes(result):
+    return (sum(result["seconds_per_epoch"]) + sum(result["eval_seconds_per_epoch"])
+            + sum(result.get("pre_seconds_per_epoch", []))) / 60
+
+
+def _at_best_val(result):
+    """(epoch of the lowest validation error, 1-based; test error there, %)."""
+    best = int(np.argmin(result["val_error"]))
+    return best + 1, 100 * result["test_error"][best]
+
+
+def protocol(cfg, quick, rows, names, epochs, n_seeds, factors):
+    """Run the protocol for rows {label: (entry, [--set items], hidden)} on the datasets `names`: for each
+    row and dataset, len(factors) tuning runs (seed cfg.seed, the rate times each factor, `epochs` epochs)
+    through experiments.run_all; the lowest validation error of any epoch picks the factor; that setting
+    then runs with seeds cfg.seed ... cfg.seed + n_seeds - 1 (the tuning run is seed cfg.seed's, reused).
+    Returns {label: {dataset: summary}} with the candidates, the choice, the test error at each seed's
+    lowest-validation epoch (mean and SD), the mean curves and the budget (runs, epochs, minutes)."""
+    import experiments
+
+    def argv(entry, items, hidden, ds, factor, seed):
+        c = dataclasses.replace(cfg, dataset=ds)
+        return study_argv(entry, c, quick, epochs, seed, *BASE_SETTINGS.get(entry, []), *items,
+                          rate_setting(entry, factor), hidden=hidden)
+    keys = [(label, ds) for label in rows for ds in names]
+    tuning = {(label, ds, f): argv(*rows[label], ds, f, cfg.seed) for label, ds in keys for f in factors}
+    tuned = dict(zip(tuning, experiments.run_all(list(tuning.values()), cfg.workers)))
+    chosen, final = {}, {}
+    for label, ds in keys:
+        ok = {f: r for f in factors if "error" not in (r := tuned[label, ds, f]) and not r.get("diverged")}
+        if ok:
+            chosen[label, ds] = min(ok, key=lambda f: min(ok[f]["val_error"]))  # noqa: B023
+            for seed in range(cfg.seed, cfg.seed + n_seeds):
+                final[label, ds, seed] = argv(*rows[label], ds, chosen[label, ds], seed)
+    finals = dict(zip(final, experiments.run_all(list(final.values()), cfg.workers)))
+    out = {label: {} for label in rows}
+    for label, ds in keys:
+        cands = [{"factor": f, "lowest_val_error": (100 * min(r["val_error"]) if "error" not in (r := tuned[label, ds, f])
+                                                    and not r.get("diverged") else None),
+                  "minutes": _run_minutes(r) if "error" not in r else None} for f in factors]
+        if (label, ds) not in chosen:
+            out[label][ds] = {"candidates": cands, "failed": "every tuning run failed or diverged"}
+            continue
+        runs = [r for (lab, d, _), r in finals.items() if (lab, d) == (label, ds) and "error" not in r
+                and not r.get("diverged")]
+        best = [_at_best_val(r) for r in runs]
+        test = [t for _, t in best]
+        n = min(r["epochs"] for r in runs)
+        curve = lambda key: np.mean([[100 * e if e is not None else np.nan for e in r[key][:n]]  # noqa: E731
+                                     for r in runs], axis=0).tolist()   # noqa: B023
+        extra = [r for (lab, d, s), r in finals.items() if (lab, d) == (label, ds) and s != cfg.seed and "error" not in r]
+        tuning_runs = [r for f in factors if "error" not in (r := tuned[label, ds, f])]
+        out[label][ds] = {
+            "candidates": cands, "factor": chosen[label, ds], "setting": rate_setting(rows[label][0], chosen[label, ds]),
+            "command": " ".join(strip_out(runs[0]["command"])), "seeds": [r["seed"] for r in runs],
+            "test_at_best_val": test, "best_epoch": [e for e, _ in best], "mean": float(np.mean(test)),
+            "sd": float(np.std(test, ddof=1)) if len(test) > 1 else 0.0,
+            "curves": {"train": curve("train_error"), "val": curve("val_error"), "test": curve("test_error")},
+            "budget": {"runs": len(tuning_runs) + len(extra), "epochs": sum(r["epochs"] for r in tuning_runs + extra),
+                       "minutes": sum(_run_minutes(r) for r in tuning_runs + extra),
+                       "tuning_minutes": sum(_run_minutes(r) for r in tuning_runs)}}
+        s = out[label][ds]
+        print(f"{label:13s} {ds:13s}: test error at the lowest-val epoch {s['mean']:.2f} +- {s['sd']:.2f} % "
+              f"({len(test)} seeds; {s['setting']}, budget {s['budget']['epochs']} epochs, "
+              f"{s['budget']['minutes']:.1f} min)", flush=True)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Every rule on every dataset.
+
+DATASETS = ("mnist", "fashion_mnist", "cifar10")
+# Published MNIST test errors (%) at each rule's own architecture, and the settings that reproduce them
+# here (the README's Results; chosen on the validation split), for the study's second table.
+OWN_ARCHITECTURE = {
+    "bp": ([256] * 5, ["activation=tanh", "lr=1.5e-4"], 60, 1.48, "Bartunov et al. 2018, Table 1"),
+    "fa": ([256] * 5, ["activation=tanh", "lr=1.7e-4"], 100, 1.85, "Bartunov et al. 2018, Table 1"),
+    "dfa": ([256] * 5, ["activation=tanh", "lr=1e-3"], 40, 2.75, "Bartunov et al. 2018, Table 1"),
+    "dtp": ([256] * 5, ["activation=tanh", "lr=3e-4", "alpha=0.1", "sigma=0.1", "lr_inv=3e-4"], 100, 1.83,
+            "Bartunov et al. 2018, Table 1 (alternating)"),
+    "sdtp": ([256] * 5, ["activation=tanh", "lr=3e-4", "sigma=0.1", "lr_inv=1e-6"], 100, 2.28,
+             "Bartunov et al. 2018, Table 1 (alternating)"),
+    "aosdtp": ([256] * 5, ["activation=tanh", "lr=6e-4", "sigma=0.1", "lr_inv=3e-6"], 100, 1.86,
+               "Bartunov et al. 2018, Table 1 (alternating)"),
+    "kh": ([2000], ["epochs_unsup=120", "eps0=0.04"], 100, 1.5, "Krotov & Hopfield 2019 (recalled, unverified)"),
+    "eqprop": ([500], ["alphas=0.8,0.4", "t_half=5000"], 20, 2.5, "Scellier & Bengio 2017, 2-3 % (midpoint)"),
+    "microcircuit": ([500, 500], [], 40, 1.96, "Sacramento et al. 2018"),
+    "sdnn:paper": ([500], ["etas=2.4,0.105", "init_gain=0.51", "eta_schedule=linear"], 60, 4.1,
+                   "Guerguiev et al. 2017, Fig 6 (60 epochs)"),
+}
+
+
+def datasets_study(cfg, rng, quick, entries=COMPARED):
+    """Every rule (COMPARED) on MNIST, Fashion-MNIST and CIFAR-10 (784-500-10; 3072-500-10), one protocol
+    (`protocol`): the rate(s) chosen among LR_FACTORS times each rule's starting rate on the validation
+    split (seed cfg.seed), then cfg.seeds seeds (default 3), test error at the lowest-validation epoch, mean
+    +- SD; cfg.epochs epochs (default 20). CIFAR-10 runs where its files are present, else its column says
+    "not run here". Then, on MNIST, each rule at its own published architecture with the README's settings
+    (OWN_ARCHITECTURE, no further tuning), beside the published number. quick: cfg.dataset only, 2 factors,
+    1 seed, 2 epochs on 1,000 images, no published architectures."""
+    names = (cfg.dataset,) if quick else DATASETS
+    status = {ds: "run" if present(ds, cfg.data_dir) else "not run here" for ds in names}
+    for ds, s in status.items():
+        if s != "run":
+            print(f"datasets: {ds} not found under {datasets.data_dir(cfg.data_dir)}: its column is 'not run here'")
+    epochs, n_seeds = cfg.epochs or (2 if quick else 20), cfg.seeds or (1 if quick else 3)
+    rows = {entry: (entry, [], (500,)) for entry in entries}
+    table = protocol(cfg, quick, rows, [ds for ds in names if status[ds] == "run"], epochs, n_seeds,
+                     QUICK_FACTORS if quick else LR_FACTORS)
+    own = {} if quick else own_architectures(cfg, [e for e in entries if e in OWN_ARCHITECTURE], n_seeds)
+    return {"table": table, "status": status, "own": own, "epochs": epochs, "seeds": n_seeds, "quick": quick,
+            "factors": list(QUICK_FACTORS if quick else LR_FACTORS),
+            "starting_rates": {e: RATE_FIELD[e] for e in entries}, "base_settings": BASE_SETTINGS,
+            "comparison_settings": COMPARISON_SETTINGS}
+
+
+def own_architectures(cfg, entries, n_seeds):
+    """Each rule at its own architecture on MNIST with the README's settings, n_seeds seeds: the test
+    error at the lowest-validation epoch beside the published number."""
+    import experiments
+    argvs, keys = [], []
+    for entry in entries:
+        hidden, items, epochs, _, _ = OWN_ARCHITECTURE[entry]
+        for seed in range(cfg.seed, cfg.seed + n_seeds):
+            argv = _rule_argv(entry, hidden) + ["--dataset", "mnist", "--epochs", str(epochs), "--seed", str(seed),
+                                                "--out", cfg.runs, "--set", *items]
+            argvs.append(argv + (["--data-dir", cfg.data_dir] if cfg.data_dir else []))
+            keys.append(entry)
+    out = {}
+    for entry, r in zip(keys, experiments.run_all(argvs, cfg.workers)):
+        if "error" not in r and not r.get("diverged"):
+            o = out.setdefault(entry, {"test_at_best_val": [], "minutes": [], "command": " ".join(strip_out(r["command"]))})
+            o["test_at_best_val"].append(_at_best_val(r)[1])
+            o["minutes"].append(_run_minutes(r))
+    for entry, o in out.items():
+        hidden, _, epochs, published, source = OWN_ARCHITECTURE[entry]
+        t = o["test_at_best_val"]
+        o.update(mean=float(np.mean(t)), sd=float(np.std(t, ddof=1)) if len(t) > 1 else 0.0, published=published,
+                 source=source, sizes="-".join(map(str, [784, *hidden, 10])), epochs=epochs)
+        print(f"own architecture {entry:13s} {o['sizes']}: {o['mean']:.2f} +- {o['sd']:.2f} % (published {published} %, "
+              f"{source}); within +0.5 points: {o['mean'] <= published + 0.5}")
+    return out
+
+
+def datasets_tables(data):
+    """The rule x dataset table and the own-architecture table, as Markdown."""
+    names = list(data["status"])
+    cell = lambda s: "failed" if "mean" not in s else f"{s['mean']:.2f} ± {s['sd']:.2f}"  # noqa: E731
+    rows = [[label] + [cell(data["table"][label][ds]) if ds in data["table"][label] else data["status"][ds]
+                       for ds in names] + ["; ".join(f"{ds}: {data['table'][label][ds]['budget']['epochs']} ep, "
+                                                     f"{data['table'][label][ds]['budget']['minutes']:.0f} min"
+                                                     for ds in names if "budget" in data["table"][label].get(ds, {}))]
+            for label in data["table"]]
+    main = format_table(["rule", *names, "budget (epochs, wall time)"], rows)
+    own = format_table(["rule", "network", "ours (test error %)", "published", "source"],
+                       [[e, o["sizes"], f"{o['mean']:.2f} ± {o['sd']:.2f}", o["published"], o["source"]]
+                        for e, o in data["own"].items()])
+    return {"datasets": main, "own_architecture": own}
+
+
+def datasets_compute(cfg, rng, quick):
+    out = datasets_study(cfg, rng, quick)
+    out["tables"] = datasets_tables(out)
+    print(out["tables"]["datasets"] + ("\n\n" + out["tables"]["own_architecture"] if out["own"] else ""))
+    return out
+
+
+def plot_datasets(data):
+    """Learning curves per dataset (rows: datasets; columns: train, validation, test error; mean over the
+    seeds of the chosen setting), and the test error at the lowest-validation epoch per rule and dataset."""
+    import matplotlib.ticker
+    names = [ds for ds in data["status"] if data["status"][ds] == "run"]
+    fig = new_figure(figsize=(16, 3.6 * len(names) + 3.5))
+    grid = fig.subplots(len(names) + 1, 3, squeeze=False)
+    for row, ds in zip(grid, names):
+        for ax, key in zip(row, ("train", "val", "test")):
+            for i, (label, per) in enumerate(data["table"].items()):
+                s = per.get(ds, {})
+                if "curves" in s:
+                    y = s["curves"][key]
+                    ax.plot(np.arange(1, len(y) + 1), y, color=f"C{i % 10}", ls="--" if i >= 10 else "-", lw=1.2,
+                            label=label)
+            ax.set_yscale("log")
+            ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            ax.set_title(f"{ds}: {key} error (%)", fontsize=9)
+            ax.set_xlabel("epoch")
+            ax.grid(alpha=0.3)
+    grid[0][2].legend(fontsize=7, ncol=2)
+    ax = grid[-1][0]
+    labels = list(data["table"])
+    for j, ds in enumerate(names):
+        vals = [data["table"][lab].get(ds, {}) for lab in labels]
+        ax.bar(np.arange(len(labels)) + 0.8 * j / len(names), [v.get("mean", np.nan) for v in vals],
+               0.8 / len(names), yerr=[v.get("sd", 0) for v in vals], label=ds)
+    ax.set_xticks(np.arange(len(labels)) + 0.4 - 0.4 / len(names), labels, rotation=60, fontsize=7)
+    ax.set_ylabel("test error at lowest val (%)")
+    ax.legend(fontsize=7)
+    missing = [ds for ds, s in data["status"].items() if s != "run"]
+    ax.set_title("mean ± SD over seeds" + (f"; {', '.join(missing)}: not run here" if missing else ""), fontsize=9)
+    for a in grid[-1][1:]:
+        a.set_axis_off()
+    if data["own"]:
+        own = data["own"]
+        a = grid[-1][1]
+        a.set_axis_on()
+        x = np.arange(len(own))
+        a.bar(x - 0.2, [o["mean"] for o in own.values()], 0.4, yerr=[o["sd"] for o in own.values()], label="ours")
+        a.bar(x + 0.2, [o["published"] for o in own.values()], 0.4, label="published")
+        a.set_xticks(x, [f"{e}\n{o['sizes']}" for e, o in own.items()], rotation=60, fontsize=6)
+        a.set_title("MNIST, each rule's own architecture", fontsize=9)
+        a.legend(fontsize=7)
+    factors = ", ".join(f"1/{1 / f:.0f}" if f < 1 else f"{f:g}" for f in data["factors"])
+    fig.suptitle(f"Every rule under one protocol: rate chosen on the validation split among x({factors}), "
+                 f"{data['seeds']} seed(s), {data['epochs']} epochs" + (" (QUICK: 1,000 images)" if data["quick"] else ""),
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+STUDIES["datasets"] = (datasets_compute, plot_datasets, None)

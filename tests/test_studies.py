@@ -7,6 +7,7 @@ import pytest
 
 import baselines as bl
 import experiments
+import figures
 import sdnn
 import studies
 
@@ -187,3 +188,83 @@ def test_dynamics_refuses_a_linear_sdnn_schedule():
     trainer = experiments.TRAINERS["sdnn"](args, data, np.random.default_rng(0))
     with pytest.raises(ValueError, match="eta_schedule=linear"):
         studies.with_dynamics("sdnn", trainer, data, 0)
+
+
+# ------------------------------------------------------------------------------------------------ protocol
+
+def fake_runs(curves):
+    """A stand-in for experiments.run_all: each --train command gets the curves curves(argv) -> (val, test)
+    (errors per epoch, fractions), as a finished run's JSON would hold them."""
+    def run_all(argvs, workers=None, quiet=False):
+        out = []
+        for argv in argvs:
+            val, test = curves(argv)
+            seed = int(argv[argv.index("--seed") + 1])
+            out.append({"rule": argv[1], "seed": seed, "epochs": len(val), "val_error": val, "test_error": test,
+                        "train_error": val, "seconds_per_epoch": [60.0] * len(val),
+                        "eval_seconds_per_epoch": [0.0] * len(val), "command": argv, "finished": True})
+        return out
+    return run_all
+
+
+def test_protocol_picks_the_rate_by_validation_and_reads_the_test_error_there(monkeypatch, tmp_path):
+    """Three candidate rates; the middle one has the lowest validation error (at epoch 2 of 3). Its three
+    seeds are run (seed 0 is the tuning run, run again here by the stand-in), and each seed's test error
+    is read at its own lowest-validation epoch, never at the lowest test error."""
+    def curves(argv):
+        lr = float(next(a for a in argv if a.startswith("lr=")).split("=")[1])
+        seed = int(argv[argv.index("--seed") + 1])
+        if lr == pytest.approx(1e-3):
+            val = [0.30, 0.10 + 0.01 * seed, 0.20]
+            return val, [0.05, 0.12 + 0.01 * seed, 0.01]         # the test minimum (epoch 3) must be ignored
+        return [0.5, 0.4, 0.3], [0.5, 0.4, 0.3]
+    monkeypatch.setattr(experiments, "run_all", fake_runs(curves))
+    cfg = figures.FigConfig(runs=str(tmp_path))
+    out = studies.protocol(cfg, False, {"bp": ("bp", [], (500,))}, ["mnist"], 3, 3, studies.LR_FACTORS)["bp"]["mnist"]
+    assert out["factor"] == 1.0 and out["setting"] == "lr=0.001"
+    assert [c["lowest_val_error"] for c in out["candidates"]] == pytest.approx([30, 10, 30])
+    assert out["test_at_best_val"] == pytest.approx([12, 13, 14]) and out["best_epoch"] == [2, 2, 2]
+    assert out["mean"] == pytest.approx(13) and out["sd"] == pytest.approx(1)        # SD with ddof=1
+    assert out["curves"]["val"] == pytest.approx([30, 11, 20])
+    assert out["budget"] == {"runs": 5, "epochs": 15, "minutes": 15.0, "tuning_minutes": 9.0}
+
+
+def test_every_rule_has_a_rate_to_tune():
+    for entry in studies.COMPARED:
+        item = studies.rate_setting(entry, 3.0)
+        args = experiments.parse(studies._rule_argv(entry) + ["--set", item, *studies.BASE_SETTINGS.get(entry, [])])
+        field, base = studies.RATE_FIELD[entry]
+        assert item == f"{field}=" + ",".join(f"{3 * r:.4g}" for r in base) and args.set[0] == item
+
+
+def synthetic_cifar(tmp_path, monkeypatch, n=1010):
+    """CIFAR-10 files in the canonical format (pickled batches of uint8 R, G, B planes), n images per batch:
+    5 x n training images, of which the last 5,000 validate; their md5s made the expected ones."""
+    import hashlib
+    from test_datasets import cifar_batches, write_cifar
+    import datasets
+    blobs, _ = cifar_batches(np.random.default_rng(0), n)
+    monkeypatch.setattr(datasets, "CIFAR_BATCHES", {m: hashlib.md5(b).hexdigest() for m, b in blobs.items()})
+    return write_cifar(tmp_path, blobs, as_tar=False)
+
+
+def test_datasets_study_runs_cifar10_from_its_files_and_marks_it_not_run_without(monkeypatch, tmp_path):
+    """The CIFAR-10 path of the study on small synthetic files (the runs in this process, so that the
+    test's md5s apply): 3072-500-10, a test error per rule; without the files, 'not run here'."""
+    def run_in_process(argvs, workers=None, quiet=False):
+        return [experiments.train(experiments.parse(a + ["--quiet"])) for a in argvs]
+    monkeypatch.setattr(experiments, "run_all", run_in_process)
+    root = synthetic_cifar(tmp_path / "data", monkeypatch)
+    cfg = figures.FigConfig(dataset="cifar10", data_dir=root, runs=str(tmp_path / "runs"), epochs=1)
+    out = studies.datasets_study(cfg, None, quick=True, entries=("bp", "sdnn:rate"))
+    s = out["table"]["bp"]["cifar10"]
+    assert out["status"] == {"cifar10": "run"} and 0 <= s["mean"] <= 100
+    assert 0 <= out["table"]["sdnn:rate"]["cifar10"]["mean"] <= 100
+    assert "3072" not in s["command"] and s["command"].startswith("--train bp --hidden 500 --dataset cifar10")
+    import json
+    run = json.loads(next((tmp_path / "runs").glob("bp_cifar10_*.json")).read_text())
+    assert run["config"]["sizes"] == [3072, 500, 10]
+    empty = figures.FigConfig(dataset="cifar10", data_dir=str(tmp_path / "nothing"), runs=str(tmp_path / "r2"))
+    none = studies.datasets_study(empty, None, quick=True, entries=("bp",))
+    assert none["status"] == {"cifar10": "not run here"} and none["table"] == {"bp": {}}
+    assert "not run here" in studies.datasets_tables(none)["datasets"]
