@@ -593,7 +593,16 @@ def complexity_tables(data):
 
 
 def datasets_error_time(cfg):
-    """Placeholder until the datasets study exists: no finished runs to plot."""
+    """{rule: [(wall seconds to the lowest-validation epoch, test error % there) per seed]} on cfg.dataset,
+    from the saved datasets study beside cfg.runs (its --out), else from reference/; {} if neither."""
+    from figures import load_data
+    here = os.path.dirname(os.path.abspath(__file__))
+    for stem in (os.path.join(os.path.dirname(cfg.runs), "datasets"), os.path.join(here, "reference", "datasets")):
+        if os.path.exists(stem + ".json"):
+            table = load_data(stem)["table"]
+            return {rule: [(60 * m, t) for m, t in zip(per[cfg.dataset]["minutes_to_best"],
+                                                       per[cfg.dataset]["test_at_best_val"])]
+                    for rule, per in table.items() if "minutes_to_best" in per.get(cfg.dataset, {})}
     return {}
 
 
@@ -946,12 +955,13 @@ RATE_FIELD = {**{r: ("lr", (1e-3,)) for r in MINIBATCH}, "kh": ("lr", (1e-6,)), 
               "sdnn:rate": ("etas", sdnn.PAPER_ETAS[(500,)])}
 BASE_SETTINGS = {"eqprop": ["t_half=5000"], "sdnn:paper": ["init_gain=0.51", "eta_schedule=linear"]}
 LR_FACTORS = (1 / 3, 1.0, 3.0)        # the budget: three runs per rule and dataset, factors on the rate(s)
-QUICK_FACTORS = (1 / 3, 1.0)
+QUICK_FACTORS = (1.0,)                # quick: the path only (the choice itself is tested on stand-in curves)
 
 
-def rate_setting(entry, factor):
-    """--set item of entry's learning rate(s) times factor, e.g. 'etas=0.7,0.035'."""
-    field, base = RATE_FIELD[entry]
+def rate_setting(entry, factor, rate=None):
+    """--set item of entry's learning rate(s) (rate: (field, base values), default RATE_FIELD[entry]) times
+    factor, e.g. 'etas=0.7,0.035'."""
+    field, base = rate or RATE_FIELD[entry]
     return f"{field}=" + ",".join(f"{factor * r:.4g}" for r in base)
 
 
@@ -970,6 +980,12 @@ def _run_minutes(result):
             + sum(result.get("pre_seconds_per_epoch", []))) / 60
 
 
+def _minutes_to(result, epoch):
+    """Wall minutes of a run's first `epoch` epochs (training, testing; kh's unsupervised stage)."""
+    return (sum(result["seconds_per_epoch"][:epoch]) + sum(result["eval_seconds_per_epoch"][:epoch])
+            + sum(result.get("pre_seconds_per_epoch", []))) / 60
+
+
 def _at_best_val(result):
     """(epoch of the lowest validation error, 1-based; test error there, %)."""
     best = int(np.argmin(result["val_error"]))
@@ -977,7 +993,8 @@ def _at_best_val(result):
 
 
 def protocol(cfg, quick, rows, names, epochs, n_seeds, factors):
-    """Run the protocol for rows {label: (entry, [--set items], hidden)} on the datasets `names`: for each
+    """Run the protocol for rows {label: (entry, [--set items], hidden[, (rate field, base values)])} on the
+    datasets `names` (the rate defaults to RATE_FIELD[entry]): for each
     row and dataset, len(factors) tuning runs (seed cfg.seed, the rate times each factor, `epochs` epochs)
     through experiments.run_all; the lowest validation error of any epoch picks the factor; that setting
     then runs with seeds cfg.seed ... cfg.seed + n_seeds - 1 (the tuning run is seed cfg.seed's, reused).
@@ -985,12 +1002,13 @@ def protocol(cfg, quick, rows, names, epochs, n_seeds, factors):
     lowest-validation epoch (mean and SD), the mean curves and the budget (runs, epochs, minutes)."""
     import experiments
 
-    def argv(entry, items, hidden, ds, factor, seed):
+    def argv(row, ds, factor, seed):
+        entry, items, hidden, *rate = row
         c = dataclasses.replace(cfg, dataset=ds)
         return study_argv(entry, c, quick, epochs, seed, *BASE_SETTINGS.get(entry, []), *items,
-                          rate_setting(entry, factor), hidden=hidden)
+                          rate_setting(entry, factor, *rate), hidden=hidden)
     keys = [(label, ds) for label in rows for ds in names]
-    tuning = {(label, ds, f): argv(*rows[label], ds, f, cfg.seed) for label, ds in keys for f in factors}
+    tuning = {(label, ds, f): argv(rows[label], ds, f, cfg.seed) for label, ds in keys for f in factors}
     tuned = dict(zip(tuning, experiments.run_all(list(tuning.values()), cfg.workers)))
     chosen, final = {}, {}
     for label, ds in keys:
@@ -998,7 +1016,7 @@ def protocol(cfg, quick, rows, names, epochs, n_seeds, factors):
         if ok:
             chosen[label, ds] = min(ok, key=lambda f: min(ok[f]["val_error"]))  # noqa: B023
             for seed in range(cfg.seed, cfg.seed + n_seeds):
-                final[label, ds, seed] = argv(*rows[label], ds, chosen[label, ds], seed)
+                final[label, ds, seed] = argv(rows[label], ds, chosen[label, ds], seed)
     finals = dict(zip(final, experiments.run_all(list(final.values()), cfg.workers)))
     out = {label: {} for label in rows}
     for label, ds in keys:
@@ -1018,9 +1036,11 @@ def protocol(cfg, quick, rows, names, epochs, n_seeds, factors):
         extra = [r for (lab, d, s), r in finals.items() if (lab, d) == (label, ds) and s != cfg.seed and "error" not in r]
         tuning_runs = [r for f in factors if "error" not in (r := tuned[label, ds, f])]
         out[label][ds] = {
-            "candidates": cands, "factor": chosen[label, ds], "setting": rate_setting(rows[label][0], chosen[label, ds]),
+            "candidates": cands, "factor": chosen[label, ds],
+            "setting": rate_setting(rows[label][0], chosen[label, ds], *rows[label][3:]),
             "command": " ".join(strip_out(runs[0]["command"])), "seeds": [r["seed"] for r in runs],
             "test_at_best_val": test, "best_epoch": [e for e, _ in best], "mean": float(np.mean(test)),
+            "minutes_to_best": [_minutes_to(r, e) for r, (e, _) in zip(runs, best)],
             "sd": float(np.std(test, ddof=1)) if len(test) > 1 else 0.0,
             "curves": {"train": curve("train_error"), "val": curve("val_error"), "test": curve("test_error")},
             "budget": {"runs": len(tuning_runs) + len(extra), "epochs": sum(r["epochs"] for r in tuning_runs + extra),
@@ -1063,8 +1083,8 @@ def datasets_study(cfg, rng, quick, entries=COMPARED):
     split (seed cfg.seed), then cfg.seeds seeds (default 3), test error at the lowest-validation epoch, mean
     +- SD; cfg.epochs epochs (default 20). CIFAR-10 runs where its files are present, else its column says
     "not run here". Then, on MNIST, each rule at its own published architecture with the README's settings
-    (OWN_ARCHITECTURE, no further tuning), beside the published number. quick: cfg.dataset only, 2 factors,
-    1 seed, 2 epochs on 1,000 images, no published architectures."""
+    (OWN_ARCHITECTURE, no further tuning), beside the published number. quick: cfg.dataset only, the
+    starting rates only, 1 seed, 2 epochs on 1,000 images, no published architectures."""
     names = (cfg.dataset,) if quick else DATASETS
     status = {ds: "run" if present(ds, cfg.data_dir) else "not run here" for ds in names}
     for ds, s in status.items():
@@ -1185,3 +1205,74 @@ def plot_datasets(data):
 
 
 STUDIES["datasets"] = (datasets_compute, plot_datasets, None)
+
+
+# ------------------------------------------------------------------------------------------------
+# Optimizers applied to each minibatch rule's local updates.
+
+# Each optimizer's starting rate (the protocol then tries it x1/3, x1, x3) and the rate of the target-
+# propagation inverses, which take the same optimizer: scaled with the forward rate from Adam's 1e-3 / 1e-4.
+OPTIMIZER_RATES = {"sgd": 0.1, "momentum": 0.01, "adam": 1e-3, "rmsprop": 1e-3}
+OPTIMIZED_RULES = ("bp", "fa", "dfa", "sign", "dtp", "sdtp", "aosdtp")
+
+
+def optimizers(cfg, rng, quick):
+    """SGD, momentum, Adam and RMSprop (baselines.update) on the updates of every minibatch rule
+    (OPTIMIZED_RULES), 784-500-10 on cfg.dataset, under the protocol of the datasets study: each
+    optimizer's rate (OPTIMIZER_RATES) times 1/3, 1, 3 chosen on the validation split, 3 seeds (cfg.seeds),
+    cfg.epochs epochs (default 20), test error at the lowest-validation epoch. quick: bp and dfa, the
+    starting rate only, 1 seed, 2 epochs on 1,000 images."""
+    rules = ("bp", "dfa") if quick else OPTIMIZED_RULES
+    rows = {f"{rule} {opt}": (rule, [f"optimizer={opt}"] + ([f"lr_inv={lr / 10:g}"] if rule in TP_FAMILY else []),
+                              (500,), ("lr", (lr,)))
+            for rule in rules for opt, lr in OPTIMIZER_RATES.items()}
+    epochs, n_seeds = cfg.epochs or (2 if quick else 20), cfg.seeds or (1 if quick else 3)
+    table = protocol(cfg, quick, rows, [cfg.dataset], epochs, n_seeds, (1.0,) if quick else LR_FACTORS)
+    out = {"table": {label: per[cfg.dataset] for label, per in table.items()}, "rules": list(rules),
+           "optimizers": list(OPTIMIZER_RATES), "rates": OPTIMIZER_RATES, "dataset": cfg.dataset, "epochs": epochs,
+           "seeds": n_seeds, "quick": quick}
+    cell = lambda s: f"{s['mean']:.2f} ± {s['sd']:.2f} ({s['setting']})" if "mean" in s else "failed"  # noqa: E731
+    out["tables"] = {"optimizers": format_table(["rule", *OPTIMIZER_RATES], [
+        [rule] + [cell(out["table"][f"{rule} {opt}"]) for opt in OPTIMIZER_RATES] for rule in rules])}
+    print(out["tables"]["optimizers"])
+    return out
+
+
+def plot_optimizers(data):
+    """Validation error per epoch (mean over seeds) of each rule, optimizers as lines; and the final test
+    error (at the lowest-validation epoch) per rule and optimizer."""
+    rules, opts = data["rules"], data["optimizers"]
+    cols = min(4, len(rules))
+    rows = -(-len(rules) // cols) + 1
+    fig = new_figure(figsize=(4 * cols, 3.3 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax, rule in zip(axes[:-1].ravel(), rules):
+        for j, opt in enumerate(opts):
+            s = data["table"][f"{rule} {opt}"]
+            if "curves" in s:
+                y = s["curves"]["val"]
+                ax.plot(np.arange(1, len(y) + 1), y, color=f"C{j}", label=f"{opt} ({s['setting']})")
+        ax.set_yscale("log")
+        ax.set_title(f"{rule}: validation error (%)", fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=6)
+        ax.grid(alpha=0.3)
+    for ax in axes[:-1].ravel()[len(rules):]:
+        ax.set_axis_off()
+    ax = axes[-1][0]
+    for j, opt in enumerate(opts):
+        vals = [data["table"][f"{rule} {opt}"] for rule in rules]
+        ax.bar(np.arange(len(rules)) + 0.2 * j - 0.3, [v.get("mean", np.nan) for v in vals], 0.2,
+               yerr=[v.get("sd", 0) for v in vals], label=opt)
+    ax.set_xticks(np.arange(len(rules)), rules, fontsize=8)
+    ax.set_ylabel("test error at lowest val (%)")
+    ax.legend(fontsize=7)
+    for a in axes[-1][1:]:
+        a.set_axis_off()
+    fig.suptitle(f"Optimizers on each rule's local updates, 784-500-10 on {data['dataset']}, {data['seeds']} seed(s), "
+                 f"{data['epochs']} epochs" + (" (QUICK: 1,000 images, no tuning)" if data["quick"] else ""), fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+STUDIES["optimizers"] = (optimizers, plot_optimizers, None)
