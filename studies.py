@@ -455,13 +455,16 @@ def train_flops(entry, trainer, data, rng):
 
 
 def inference_flops(entry, trainer, data, rng):
-    """FLOPs per test example of the rule's prediction (sdnn: one test phase through the NumPy twin)."""
+    """FLOPs per test example of the rule's prediction, on the first 20 training images (sdnn, spiking:
+    test phases of the first 5 through the NumPy twin; its count follows the spikes, so the images)."""
     cfg = rule_config(entry, trainer)
-    X = data.x_test[:20]
+    X = data.x[:20]
     if entry.startswith("sdnn") and cfg.spiking:   # test_example, with a state whose arrays are counted
-        run = lambda net: sdnn.run_phase(net, _counted(sdnn.init_state(net), net.W[0].tally), X[0], cfg.test_ms,
-                                         None, cfg, rng, jit=False, learn=False, window=(cfg.t_settle, cfg.test_ms))
-        return count_flops(run, trainer.model["net"])
+        def run(net):
+            for x in X[:5]:
+                sdnn.run_phase(net, _counted(sdnn.init_state(net), net.W[0].tally), x, cfg.test_ms, None, cfg, rng,
+                               jit=False, learn=False, window=(cfg.t_settle, cfg.test_ms))
+        return count_flops(run, trainer.model["net"]) / 5
     predict = predictor(entry, cfg, rng)
     return count_flops(lambda m: predict(m, X), trainer.model) / len(X)
 

@@ -268,3 +268,34 @@ def test_datasets_study_runs_cifar10_from_its_files_and_marks_it_not_run_without
     none = studies.datasets_study(empty, None, quick=True, entries=("bp",))
     assert none["status"] == {"cifar10": "not run here"} and none["table"] == {"bp": {}}
     assert "not run here" in studies.datasets_tables(none)["datasets"]
+
+
+# ------------------------------------------------------------------------------------------------ command line
+
+def run_cli(*argv, cwd):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, experiments.__file__, *argv], capture_output=True, text=True, cwd=cwd,
+                          timeout=600)
+
+
+def test_complexity_prints_and_saves_both_tables_from_the_command_line(tmp_path):
+    from conftest import data_dir_or_skip
+    data_dir_or_skip("mnist")
+    r = run_cli("--study", "complexity", "--quick", "--quiet", "--out", str(tmp_path), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "| rule | MFLOP / train ex." in r.stdout and "| rule | exact_gradients" in r.stdout
+    saved = figures.load_data(str(tmp_path / "complexity"))
+    assert set(saved["rows"]) == set(studies.COMPARED) and "plausibility" in saved["tables"]
+    (tmp_path / "complexity.png").unlink()
+    r = run_cli("--study", "complexity", "--replot", "--out", str(tmp_path), cwd=tmp_path)
+    assert r.returncode == 0 and (tmp_path / "complexity.png").exists(), r.stderr
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--study", "complexity", "--dynamics"], "--dynamics is an option of --train RULE"),
+    (["--study", "datasets", "--set", "lr=1"], "study datasets has no model config"),
+])
+def test_bad_study_input_names_the_flag(argv, words, tmp_path):
+    r = run_cli(*argv, "--out", str(tmp_path), cwd=tmp_path)
+    assert r.returncode != 0 and words in r.stderr and "Traceback" not in r.stderr
