@@ -466,7 +466,7 @@ def kh_trainer(cfg, data, rng, epochs, synapses=None, save_synapses=False):
     def epoch(m, perm, index, bar):
         adam = baselines.Config(sizes=(cfg.n_hidden, data.n_out),
                                 lr=cfg.lr * (1 - index / epochs) if cfg.anneal_top else cfg.lr)
-        for i in range(0, len(x), cfg.batch):
+        for i in range(0, len(perm), cfg.batch):
             idx = perm[i:i + cfg.batch]
             C, dS = baselines.kh_top_loss(m["top"]["W"][0], h["train"][idx], t[idx], cfg)
             if not np.isfinite(C):
@@ -679,6 +679,8 @@ def run_name(result):
     key = {k: result[k] for k in ("rule", "dataset", "n_train", "n_valid", "limit", "quick")}
     if result.get("retests"):
         key.update(retests=result["retests"], epochs=result["epochs_requested"])
+    if result.get("dynamics_recorded"):       # only when given: runs without it keep their names
+        key["dynamics"] = True
     key["config"] = {k: v for k, v in result["config"].items() if k not in defaults or v != defaults[k]}
     key["schedule"] = {k: v for k, v in (result["schedule"] or {}).items() if getattr(Schedule, k, None) != v}
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
@@ -737,6 +739,10 @@ def train(args):
     data = load_split(args)
     rng = np.random.default_rng(args.seed)
     trainer = TRAINERS[args.train](args, data, rng)
+    if args.dynamics:             # measures between blocks of epoch 1 and after every epoch (studies.py)
+        import studies
+        trainer = studies.with_dynamics(args.train, trainer, data, args.seed, **(dict(blocks=4, n_probe=100)
+                                                                                  if args.quick else {}))
     result = {"rule": args.train, "dataset": args.dataset, "hidden": list(args.hidden), "seed": args.seed,
               "limit": args.limit, "n_valid": args.n_valid, "n_train": len(data.x), "quick": args.quick,
               "n_classes": data.n_out, "retests": args.retests, "epochs_requested": args.epochs,
@@ -744,6 +750,8 @@ def train(args):
               "seconds_per_epoch": [], "eval_seconds_per_epoch": [], "diverged": False}
     if args.train == "sdnn":
         result["preset"] = args.preset
+    if args.dynamics:
+        result["dynamics_recorded"] = True
     path = writable(args.json or os.path.join(args.out, run_name(result) + ".json"))
     # one BLAS thread unless OMP_NUM_THREADS says otherwise: with the other core busy, BLAS threads wait
     # on each other (bp 7x, Krotov-Hopfield 20-30x slower per epoch); runs go in parallel instead (run_all)
@@ -764,7 +772,8 @@ def run_path(argv):
     trainer = TRAINERS[args.train](args, data, np.random.default_rng(args.seed))
     result = {"rule": args.train, "dataset": args.dataset, "seed": args.seed, "limit": args.limit,
               "n_valid": args.n_valid, "n_train": len(data.x), "quick": args.quick, "config": trainer.config,
-              "schedule": trainer.schedule, "retests": args.retests, "epochs_requested": args.epochs}
+              "schedule": trainer.schedule, "retests": args.retests, "epochs_requested": args.epochs,
+              "dynamics_recorded": args.dynamics}
     return os.path.join(args.out, run_name(result) + ".json")
 
 
@@ -915,6 +924,9 @@ def parse(argv=None):
                    "test set, fresh spikes each time, and report the mean and SD (the paper's Fig 6B: 20)")
     p.add_argument("--diagnose", action="store_true", help="sdnn: after every epoch, L0 and L1 of the "
                    "test images without updates, correlated per class (Fig 5)")
+    p.add_argument("--dynamics", action="store_true", help="record the learning dynamics after every tenth "
+                   "of epoch 1 and every epoch: ||W||, ||dW||, angle to backprop's update, feedback alignment, "
+                   "CKA of the hidden layers with a backprop twin (--study dynamics)")
     p.add_argument("--synapses", help="kh: start from the synapses W of this .npz (saved by --train kh); "
                    "with --set epochs_unsup=0 only the top layer learns")
     p.add_argument("--limit", type=int, help="use only the first N training examples")
@@ -942,6 +954,8 @@ def parse(argv=None):
             p.error(f"{flag} is an option of --train {rule}, not of --train {args.train}")
         if value and args.train is None and flag != "--preset":
             p.error(f"{flag} is an option of --train {rule}; it does nothing here")
+    if args.dynamics and args.train is None:
+        p.error("--dynamics is an option of --train RULE (the dynamics study passes it to its runs)")
     if args.train == "sdnn" and args.preset is None:
         args.preset = "paper"
     if args.seeds is not None and args.seeds <= 0:

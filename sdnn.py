@@ -176,6 +176,25 @@ ORIGINAL_CODE = replace(PAPER, psp="truncated10", window="last20", test_ms=250, 
 MARCH_2017 = replace(ORIGINAL_CODE, init_spread=3.465 / 2, feedback_init="product")
 PRESETS = {"paper": PAPER, "rate": RATE, "original_code": ORIGINAL_CODE, "march_2017": MARCH_2017}
 
+# Plausibility marks of this rule, in the form of baselines.PLAUSIBILITY (the properties are defined in
+# baselines.PROPERTIES); `python experiments.py --study complexity` builds the table from them.
+PLAUSIBILITY = {
+    "exact_gradients": ("no", "the hidden update follows alpha^t - alpha^f through fixed random Y (Eq 33); "
+                              "65-70 deg from backprop's (Fig 7A)"),
+    "no_weight_transport": ("yes", "Y is fixed and random, a form of feedback alignment (Eq 13)"),
+    "no_separate_pathways": ("yes", "feedback reaches the apical dendrites of the neurons that learn, in a "
+                                    "forward and a target phase (Eqs 13, 21)"),
+    "dendritic_integration": ("yes", "segregated apical dendrites: with g_a = 0 they do not drive the soma, "
+                                     "only the plateaus (Eqs 14, 21)"),
+    "separate_weights_learned": ("no", "Y stays fixed (learned feedback is left out, see the docstring)"),
+    "linear_stabilisation": ("partly", "Theorem 1 needs the feedback Jacobians' product near the identity, "
+                                       "a first-order argument (Fig 5-S1)"),
+    "explicit_error_representation": ("no", "the error is the difference of two phases' plateau potentials; "
+                                            "no unit signals it"),
+    "backward_steps": ("1", "output spikes reach every hidden layer's apical dendrite at once through its own "
+                            "Y (Eqs 38-41)"),
+}
+
 
 def sigma(x):
     """Logistic function (Eq 17), in the precision of x; no overflow for very negative x."""

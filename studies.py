@@ -16,7 +16,7 @@ import numpy as np
 import baselines
 import datasets
 import sdnn
-from figures import new_figure
+from figures import new_figure, strip_out
 
 
 def _error_pct(pred, y):
@@ -288,3 +288,994 @@ def bench_sdnn(quick, data_dir=None):
 
 
 BENCHES = {"bp": bench_bp, "rules": bench_rules, "sdnn": bench_sdnn}
+
+
+# ================================================================================================
+# The comparison studies: complexity and plausibility, learning dynamics, datasets, optimizers.
+# Every rule of experiments.TRAINERS under one protocol; training runs go through experiments.run_all.
+# ================================================================================================
+
+# ------------------------------------------------------------------------------------------------
+# Counting floating-point operations by running the code itself.
+
+class Counted(np.ndarray):
+    """An ndarray that adds the floating-point operations of every NumPy or SciPy ufunc it takes part in
+    to its `tally` ({"flops": n}, shared with every array computed from it):
+        matrix product (..., m, k) @ (k, n)      2 m k n (a multiply and an add per term)
+        reduction of n elements to r (a sum)    n - r
+        any other ufunc (add, exp, tanh, >)     one per output element
+    Work on arrays that never meet a Counted one is not counted (the data, fresh random draws and the
+    spike thinning on them), nor are copies, indexing, Python scalars and Numba kernels (which see a
+    plain array)."""
+
+    def __array_finalize__(self, obj):
+        self.tally = getattr(obj, "tally", None)
+
+    def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
+        tally = next(a.tally for a in (*inputs, *(out or ())) if isinstance(a, Counted))
+        plain = [a.view(np.ndarray) if isinstance(a, Counted) else a for a in inputs]
+        if out is not None:
+            kwargs["out"] = tuple(o.view(np.ndarray) if isinstance(o, Counted) else o for o in out)
+        result = getattr(ufunc, method)(*plain, **kwargs)
+        first = result[0] if ufunc.nout > 1 else result
+        if method == "at":                                   # ufunc.at(a, indices, b): one per index
+            tally["flops"] += int(np.size(plain[1]))
+            return None
+        if ufunc is np.matmul:
+            tally["flops"] += 2 * int(np.size(first)) * int(np.shape(plain[0])[-1])
+        elif method == "reduce":
+            tally["flops"] += int(np.size(plain[0]) - np.size(first))
+        else:
+            tally["flops"] += int(np.size(first))
+        if out is not None:
+            return out[0] if ufunc.nout == 1 else out
+        return tuple(_counted(r, tally) for r in result) if ufunc.nout > 1 else _counted(result, tally)
+
+
+def _counted(obj, tally):
+    """obj with every float array in it (dicts, lists, tuples, dataclasses) replaced by a Counted view
+    that shares its memory and adds to `tally`; other values as they are."""
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.kind != "f":
+            return obj
+        view = obj.view(Counted)
+        view.tally = tally
+        return view
+    if isinstance(obj, dict):
+        return {k: _counted(v, tally) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_counted(v, tally) for v in obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.replace(obj, **{f.name: _counted(getattr(obj, f.name), tally)
+                                           for f in dataclasses.fields(obj) if f.init})
+    return obj
+
+
+def count_flops(run, *trees):
+    """Floating-point operations of run(*counted trees): each tree (a model dict, a Network, arrays) is
+    passed as Counted views of its arrays, which share their memory with the originals."""
+    tally = {"flops": 0}
+    run(*(_counted(t, tally) for t in trees))
+    return tally["flops"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Complexity: FLOPs counted by running each rule's code on its own shapes, time per example on one
+# core, memory, the backward critical path; and the plausibility table from the rules' own marks.
+
+MINIBATCH = ("bp", "fa", "dfa", "sign", "tp", "dtp", "sdtp", "aosdtp")
+TP_FAMILY = ("tp", "dtp", "sdtp", "aosdtp")
+# every rule of the comparison; sdnn twice, the paper's spiking model and the original code's rate mode
+COMPARED = ("bp", "fa", "dfa", "sign", "dtp", "sdtp", "aosdtp", "kh", "eqprop", "microcircuit",
+            "sdnn:paper", "sdnn:rate")
+
+
+def _rule_argv(entry, hidden=(500,)):
+    """`--train` arguments of a COMPARED entry ("sdnn:rate" is --train sdnn --preset rate)."""
+    rule, _, preset = entry.partition(":")
+    return ["--train", rule, "--hidden", *map(str, hidden)] + (["--preset", preset] if preset else [])
+
+
+def _split(x, y, n_train, n_eval):
+    import experiments
+    x, y = x[:n_train + 2 * n_eval], y[:n_train + 2 * n_eval]
+    a, b = n_train, n_train + n_eval
+    return experiments.Split(x[:a], y[:a], x[a:b], y[a:b], x[b:], y[b:], 10)
+
+
+def _trainer(entry, data, rng, hidden=(500,), extra=()):
+    """The rule's Trainer, exactly as `--train` builds it, for the images of `data` (kh without saving
+    its synapses)."""
+    import experiments
+    args = experiments.parse(_rule_argv(entry, hidden) + list(extra))
+    if args.train == "kh":
+        cfg = experiments.rule_config(baselines.KHConfig, args.set, n_hidden=args.hidden[0])
+        return experiments.kh_trainer(cfg, data, rng, epochs=1)
+    return experiments.TRAINERS[args.train](args, data, rng)
+
+
+def rule_config(entry, trainer):
+    """The rule's config dataclass, rebuilt from the Trainer's JSON config."""
+    import experiments
+    rule = entry.partition(":")[0]
+    cls = experiments.CONFIG_CLASSES.get(rule, baselines.Config)
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in trainer.config.items() if k in names})
+
+
+def predictor(entry, cfg, rng):
+    """predict(model, X) -> classes for a rule's trainer model, on one thread."""
+    rule = entry.partition(":")[0]
+    if rule in MINIBATCH:
+        return lambda m, X: baselines.predict(baselines.averaged(m["params"], m["opt"]), X, cfg)
+    if rule == "kh":
+        return lambda m, X: baselines.kh_predict(m["top"]["W"][0], baselines.kh_hidden(m["W"], X, cfg))
+    if rule == "eqprop":
+        return lambda m, X: baselines.eqprop_predict(m["params"], X, cfg)
+    if rule == "microcircuit":
+        return lambda m, X: baselines.microcircuit_predict(m["params"], X, cfg)
+    return lambda m, X: sdnn.predict(m["net"], X, cfg, rng, n_jobs=1)
+
+
+class _NoBar:
+    def update(self, n):
+        pass
+
+
+def train_flops(entry, trainer, data, rng):
+    """FLOPs per training example: two minibatches of the rule's own size through its epoch function (the
+    target-propagation rules on the parallel schedule: a forward and an inverse step on each); kh, one step of
+    the unsupervised layer and one of the top layer; sdnn, three examples through the NumPy twin of its
+    kernels (train_example with jit=False), the rate mode's Numba update added by update_weights's
+    NumPy form."""
+    rule = entry.partition(":")[0]
+    m = trainer.model
+    if rule == "sdnn":
+        cfg = rule_config(entry, trainer)
+        n = 3
+        flops = count_flops(lambda net, st: [sdnn.train_example(net, st, data.x[i], data.y[i], cfg, rng, jit=False)
+                                             for i in range(n)], m["net"], m["state"])
+        if not cfg.spiking:           # rate_train_example updates W in a Numba kernel: count its NumPy form
+            net = m["net"]
+            flops += n * sum(count_flops(lambda w: sdnn.update_weights(w, k, np.zeros(len(w.b[k])),  # noqa: B023
+                                                                       np.zeros(w.W[k].shape[1]), 0.0, 1.0, jit=False),
+                                         sdnn.Network([a.copy() for a in net.W], [a.copy() for a in net.b], []))
+                             for k in range(len(net.W)))
+        return flops / n
+    batch = {"kh": 100, "eqprop": rule_config(entry, trainer).batch,
+             "microcircuit": rule_config(entry, trainer).batch}.get(rule, rule_config(entry, trainer).batch
+                                                                   if rule in MINIBATCH else 1)
+    perm = np.arange(2 * batch)
+    if rule == "kh":                  # one minibatch of the unsupervised rule, then one of the top layer
+        cfg = rule_config(entry, trainer)
+        unsup = count_flops(lambda W: baselines.kh_step(W, data.x[:batch], cfg.eps0, cfg), m["W"])
+        trainer.prepare(m, None)
+        return unsup / batch + count_flops(lambda cm: trainer.epoch(cm, perm[:batch], 0, _NoBar()), m) / batch
+    return count_flops(lambda cm: trainer.epoch(cm, perm, 0, _NoBar()), m) / len(perm)
+
+
+def inference_flops(entry, trainer, data, rng):
+    """FLOPs per test example of the rule's prediction, on the first 20 training images (sdnn, spiking:
+    test phases of the first 5 through the NumPy twin; its count follows the spikes, so the images)."""
+    cfg = rule_config(entry, trainer)
+    X = data.x[:20]
+    if entry.startswith("sdnn") and cfg.spiking:   # test_example, with a state whose arrays are counted
+        def run(net):
+            for x in X[:5]:
+                sdnn.run_phase(net, _counted(sdnn.init_state(net), net.W[0].tally), x, cfg.test_ms, None, cfg, rng,
+                               jit=False, learn=False, window=(cfg.t_settle, cfg.test_ms))
+        return count_flops(run, trainer.model["net"]) / 5
+    predict = predictor(entry, cfg, rng)
+    return count_flops(lambda m: predict(m, X), trainer.model) / len(X)
+
+
+def memory(entry, trainer, n_train_full):
+    """Bytes of weights (every synaptic array, fixed feedback included), of learning state (optimizer
+    moments) and of activity state (sdnn's traces and potentials; EqProp's persistent particles, one row
+    per training example, scaled to n_train_full examples)."""
+    def nbytes(obj):
+        if isinstance(obj, np.ndarray):
+            return obj.nbytes
+        if isinstance(obj, dict):
+            return sum(nbytes(v) for v in obj.values())
+        if isinstance(obj, (list, tuple)):
+            return sum(nbytes(v) for v in obj)
+        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+            return sum(nbytes(getattr(obj, f.name)) for f in dataclasses.fields(obj))
+        return 0
+    out = {"weights": 0, "learning_state": 0, "activity_state": 0}
+    for key, value in trainer.model.items():
+        if key == "opt":
+            out["learning_state"] += nbytes(value)
+        elif key == "particles":
+            out["activity_state"] += nbytes(value) * n_train_full // len(value[0])
+        elif key in ("state", "avg"):
+            out["activity_state"] += nbytes(value)
+        else:
+            out["weights"] += nbytes(value)
+    return out
+
+
+def backward_steps(marks, n_hidden):
+    """The critical path of a rule's marks ("L", "1", "0", ...) for n_hidden hidden layers."""
+    formula = marks["backward_steps"][0]
+    return int(eval(formula, {"__builtins__": {}}, {"L": n_hidden}))   # a formula in L, from PLAUSIBILITY
+
+
+def plausibility_rows():
+    """The plausibility table: one row per rule, {property: (mark, reason)}, from the marks declared next
+    to each rule (baselines.PLAUSIBILITY, sdnn.PLAUSIBILITY); a missing or unknown mark is an error."""
+    return check_marks(dict(baselines.PLAUSIBILITY, sdnn=sdnn.PLAUSIBILITY))
+
+
+def check_marks(rows):
+    """rows, or a ValueError naming the first rule with a missing property or a mark not yes/no/partly."""
+    for rule, marks in rows.items():
+        missing = set(baselines.PROPERTIES) - set(marks)
+        bad = {k: mark for k, (mark, _) in marks.items() if k != "backward_steps" and mark not in ("yes", "no", "partly")}
+        if missing or bad:
+            raise ValueError(f"PLAUSIBILITY[{rule!r}]: missing properties {sorted(missing)}, marks other than "
+                             f"yes / no / partly {bad}; declare each property of baselines.PROPERTIES as (mark, reason)")
+    return rows
+
+
+def format_table(header, rows):
+    """Rows of strings as a Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
+
+
+def complexity(cfg, rng, quick):
+    """Cost of every rule on 784-500-10 (3072-500-10 for CIFAR-10): FLOPs per training example and per
+    inference, counted by running the rule's own code on its shapes (Counted); CPU time per training and
+    per test example on one core (BLAS on one thread, median over chunks of the real training code:
+    2,000 training and 500 test images, 400 and 100 with quick); memory of weights, optimizer state and
+    activity state; the sequential backward critical path for 1 and 5 hidden layers; and the
+    plausibility table. Also test error against training time, from the finished runs of the datasets
+    study, if there are any."""
+    from threadpoolctl import threadpool_limits
+    try:
+        d = datasets.load(cfg.dataset, data_dir=cfg.data_dir)
+        x, y = np.concatenate([d["train"][0][:3000], d["test"][0][:1000]]), np.concatenate([d["train"][1][:3000],
+                                                                                           d["test"][1][:1000]])
+    except (datasets.DataError, OSError) as err:
+        raise ValueError(f"complexity times the rules on real images: {err}") from None
+    n_train, n_test = (400, 100) if quick else (2000, 500)
+    rows = {}
+    with threadpool_limits(1):
+        for entry in COMPARED:
+            g = np.random.default_rng(cfg.seed)
+            data = _split(x, y, n_train, n_test)
+            trainer = _trainer(entry, data, g, extra=["--set", "schedule=parallel"] if entry in TP_FAMILY else [])
+            model_cfg = rule_config(entry, trainer)
+            row = {"train_flops": train_flops(entry, trainer, data, g),
+                   "inference_flops": inference_flops(entry, trainer, data, g)}
+            chunk = 200 if n_train >= 2000 else 100
+            row["train_ms"] = 1e3 * _median_cpu_per_item(
+                lambda a, b: trainer.epoch(trainer.model, np.arange(a, b), 0, _NoBar()),  # noqa: B023
+                0, n_train, n_train // chunk)
+            if trainer.pre_epochs:        # kh: plus one epoch of the unsupervised layer per example
+                row["train_ms"] += 1e3 * _median_cpu_per_item(
+                    lambda a, b: baselines.kh_epoch(trainer.model["W"], data.x[a:b], np.arange(b - a), 0,  # noqa: B023
+                                                    model_cfg), 0, n_train, n_train // chunk)
+            predict = predictor(entry, model_cfg, g)
+            row["test_ms"] = 1e3 * _median_cpu_per_item(
+                lambda a, b: predict(trainer.model, data.x_test[a:b]), 0, n_test, 5)  # noqa: B023
+            row["memory_bytes"] = memory(entry, trainer, 50_000)
+            rule = entry.partition(":")[0]
+            marks = sdnn.PLAUSIBILITY if rule == "sdnn" else baselines.PLAUSIBILITY[rule]
+            row["backward_steps"] = {"formula": marks["backward_steps"][0], "L=1": backward_steps(marks, 1),
+                                     "L=5": backward_steps(marks, 5), "why": marks["backward_steps"][1]}
+            rows[entry] = row
+            print(f"complexity {entry:13s}: {row['train_flops'] / 1e6:8.2f} / {row['inference_flops'] / 1e6:8.2f} "
+                  f"MFLOP per training / test example, {row['train_ms']:7.3f} / {row['test_ms']:7.3f} ms, "
+                  f"weights {row['memory_bytes']['weights'] / 2**20:.1f} MiB", flush=True)
+    out = {"rows": rows, "sizes": [x.shape[1], 500, 10], "quick": quick, "dataset": cfg.dataset,
+           "n_train_timed": n_train, "n_test_timed": n_test, "plausibility": plausibility_rows(),
+           "properties": baselines.PROPERTIES, "error_time": datasets_error_time(cfg)}
+    out["tables"] = complexity_tables(out)
+    print(out["tables"]["complexity"] + "\n\n" + out["tables"]["plausibility"])
+    return out
+
+
+def complexity_tables(data):
+    """The complexity and plausibility tables as Markdown text."""
+    mib = lambda b: f"{b / 2**20:.2f}"
+    comp = [[e, f"{r['train_flops'] / 1e6:.2f}", f"{r['inference_flops'] / 1e6:.2f}", f"{r['train_ms']:.3f}",
+             f"{r['test_ms']:.3f}", mib(r["memory_bytes"]["weights"]), mib(r["memory_bytes"]["learning_state"]),
+             mib(r["memory_bytes"]["activity_state"]), f"{r['backward_steps']['formula']} "
+             f"({r['backward_steps']['L=1']}, {r['backward_steps']['L=5']})"] for e, r in data["rows"].items()]
+    header = ["rule", "MFLOP / train ex.", "MFLOP / test ex.", "ms / train ex.", "ms / test ex.", "weights MiB",
+              "optimizer MiB", "activity MiB", "backward steps (L=1, L=5)"]
+    symbol = {"yes": "yes", "no": "no", "partly": "partly"}
+    plaus = [[rule] + [symbol[marks[p][0]] for p in data["properties"]] for rule, marks in data["plausibility"].items()]
+    reasons = "\n".join(f"- {rule}, {p}: {marks[p][0]} -- {marks[p][1]}"
+                        for rule, marks in data["plausibility"].items() for p in data["properties"])
+    return {"complexity": format_table(header, comp),
+            "plausibility": format_table(["rule", *data["properties"]], plaus), "reasons": reasons}
+
+
+def datasets_error_time(cfg):
+    """{rule: [(wall seconds to the lowest-validation epoch, test error % there) per seed]} on cfg.dataset,
+    from the saved datasets study beside cfg.runs (its --out), else from reference/; {} if neither."""
+    from figures import load_data
+    here = os.path.dirname(os.path.abspath(__file__))
+    for stem in (os.path.join(os.path.dirname(cfg.runs), "datasets"), os.path.join(here, "reference", "datasets")):
+        if os.path.exists(stem + ".json"):
+            table = load_data(stem)["table"]
+            return {rule: [(60 * m, t) for m, t in zip(per[cfg.dataset]["minutes_to_best"],
+                                                       per[cfg.dataset]["test_at_best_val"])]
+                    for rule, per in table.items() if "minutes_to_best" in per.get(cfg.dataset, {})}
+    return {}
+
+
+def plot_complexity(data):
+    """FLOPs and time per example (log scales), error against training time, and the plausibility marks
+    (shaded by mark, not by merit: "yes" is not always the plausible answer)."""
+    import matplotlib.ticker
+    fig = new_figure(figsize=(14, 9))
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1, 1.1])
+    ax = top.subplots(1, 3)
+    names = list(data["rows"])
+    pos = np.arange(len(names))
+    for a, keys, labels, unit in ((ax[0], ("train_flops", "inference_flops"), ("training", "inference"), 1e6),
+                                  (ax[1], ("train_ms", "test_ms"), ("training", "test"), 1)):
+        for j, (key, label) in enumerate(zip(keys, labels)):
+            a.barh(pos + 0.4 * j - 0.2, [data["rows"][n][key] / unit for n in names], 0.4, label=label)
+        a.set_yticks(pos, names, fontsize=8)
+        a.invert_yaxis()
+        a.set_xscale("log")
+        a.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())   # 2x10^0, 3x10^0 ... overlap
+        a.legend(fontsize=8)
+    ax[0].set_xlabel("MFLOP per example (counted from the code)")
+    ax[1].set_xlabel("ms per example, one core (CPU time)")
+    ax[0].set_title(f"{'-'.join(map(str, data['sizes']))}" + (" (QUICK)" if data["quick"] else ""), fontsize=9)
+    et = data.get("error_time") or {}
+    for i, (name, points) in enumerate(et.items()):
+        ax[2].plot([p[0] / 60 for p in points], [p[1] for p in points], "o", color=f"C{i % 10}", label=name)
+    ax[2].set_xscale("log")
+    ax[2].set_xlabel("training wall time to the lowest-validation epoch (min)")
+    ax[2].set_ylabel("test error (%)")
+    ax[2].set_title("error vs time (runs of --study datasets)" if et else
+                    "error vs time: run --study datasets first", fontsize=9)
+    if et:
+        ax[2].legend(fontsize=6, ncol=2)
+    a = bottom.subplots()
+    a.set_axis_off()
+    props = list(data["properties"])
+    rules = list(data["plausibility"])
+    color = {"yes": "#9ecae1", "no": "white", "partly": "#deebf7"}
+    cells = [[data["plausibility"][r][p][0] for p in props] for r in rules]
+    table = a.table(cellText=cells, rowLabels=rules, colLabels=[p.replace("_", "\n") for p in props],
+                    cellColours=[[color[c] for c in row] for row in cells], loc="center", cellLoc="center")
+    table.auto_set_font_size(False)
+    table.set_fontsize(7)
+    table.scale(1, 1.3)
+    for (r, c), cell in table.get_celld().items():
+        if r == 0:
+            cell.set_height(cell.get_height() * 2.4)
+    a.set_title("Plausibility (marks and reasons declared next to each rule: baselines.PLAUSIBILITY, "
+                "sdnn.PLAUSIBILITY)", fontsize=9)
+    return fig
+
+
+STUDIES["complexity"] = (complexity, plot_complexity, None)
+
+
+# ------------------------------------------------------------------------------------------------
+# Learning dynamics: measures of a run between blocks of epoch 1 and after every epoch (`--train RULE
+# --dynamics`), and the study that runs every rule with them.
+
+def angle_deg(a, b):
+    """Angle in degrees between two arrays taken as flat vectors (NaN if one is zero)."""
+    a, b = np.ravel(a).astype(np.float64), np.ravel(b).astype(np.float64)
+    norms = np.linalg.norm(a) * np.linalg.norm(b)
+    return float(np.degrees(np.arccos(np.clip(a @ b / norms, -1, 1)))) if norms > 0 else float("nan")
+
+
+def linear_cka(X, Y):
+    """Linear centred kernel alignment of two representations of the same n examples, X (n, p), Y (n, q):
+    ||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F) after centring every column (Kornblith et al. 2019, ICML,
+    Eq. 5 / Section 3). 1 for representations equal up to rotation and isotropic scaling, near 0 for
+    unrelated ones."""
+    X = np.asarray(X, np.float64) - np.mean(X, axis=0)
+    Y = np.asarray(Y, np.float64) - np.mean(Y, axis=0)
+    denom = np.linalg.norm(X.T @ X) * np.linalg.norm(Y.T @ Y)
+    return float(np.linalg.norm(Y.T @ X) ** 2 / denom) if denom > 0 else float("nan")
+
+
+def update_angles(rule, params, x, t, cfg):
+    """Per hidden layer, the angle between the rule's update of W_l on the examples x, t and backprop's
+    on the same examples (both before the optimizer: delta_l^T h_(l-1) summed over the batch)."""
+    cache = baselines.forward(params, x, cfg)
+    e = baselines.output_error(cache, t, cfg)
+    ours = baselines.gradients(cache, baselines.RULES[rule].hidden_errors(params, cache, e, cfg))["W"]
+    bp = baselines.gradients(cache, baselines.bp_hidden_errors(params, cache, e, cfg))["W"]
+    return [angle_deg(a, b) for a, b in zip(ours[:-1], bp[:-1])]
+
+
+def forward_weights(entry, m):
+    """The forward weight matrices of a rule's trainer model, bottom first."""
+    rule = entry.partition(":")[0]
+    if rule == "sdnn":
+        return list(m["net"].W)
+    if rule == "kh":
+        return [m["W"], m["top"]["W"][0]]
+    return list(m["params"]["W"])
+
+
+def feedback_pairs(entry, m):
+    """Per hidden layer l (bottom first), the feedback that carries its error and what backprop would use
+    there, both as (n_out or n_(l+1), n_l) arrays: FA (B_(l+1), W_(l+1)); DFA and sdnn, the direct
+    feedback against the product W_L ... W_(l+1); sign symmetry its sign matrix; the target-propagation
+    rules the inverse V_(l+1)^T against W_(l+1); the microcircuit B_l^T; backprop and EqProp W_(l+1)
+    itself. Empty for Krotov-Hopfield (no feedback) and for DTP with one hidden layer (no inverse)."""
+    rule = entry.partition(":")[0]
+    if rule == "kh":
+        return []
+    if rule == "sdnn":
+        W, Y = m["net"].W, m["net"].Y
+        return [(Y[k].T, np.linalg.multi_dot(W[::-1][:len(W) - 1 - k]) if len(W) - 1 - k > 1 else W[-1])
+                for k in range(len(Y))]
+    p = m["params"]
+    W, L = p["W"], len(p["W"])
+    if rule == "fa":
+        return [(p["B"][l], W[l]) for l in range(1, L)]
+    if rule == "dfa":
+        return [(p["D"][l], np.linalg.multi_dot(W[::-1][:L - l]) if L - l > 1 else W[-1]) for l in range(1, L)]
+    if rule == "sign":
+        return [(baselines.sign_feedback(W[l]), W[l]) for l in range(1, L)]
+    if rule in TP_FAMILY:
+        return [(p["V"][l + 1][:, :W[l].shape[0]].T, W[l]) for l in range(1, L) if l + 1 in p["V"]]
+    if rule == "microcircuit":
+        return [(B.T, W[k + 1]) for k, B in enumerate(p["B"])]
+    return [(W[l], W[l]) for l in range(1, L)]                  # bp, eqprop: the forward weights themselves
+
+
+def hidden_layers(entry, m, X, cfg, rng):
+    """The hidden representations of the images X (one (n, n_l) array per hidden layer): activities of the
+    MLPs, KH's rectified polynomial units, EqProp's free fixed point, the microcircuit's bottom-up rates,
+    sdnn's mean rates over a test phase (spiking) or its steady-state rates (rate mode)."""
+    rule = entry.partition(":")[0]
+    if rule in MINIBATCH:
+        return baselines.forward(m["params"], X, cfg)["h"][1:-1]
+    if rule == "kh":
+        return [baselines.kh_hidden(m["W"], X, cfg)]
+    if rule == "eqprop":
+        zero = baselines.eqprop_zero_state(m["params"], len(X), cfg.dtype)
+        return baselines.relax(m["params"], X, zero, cfg.n_free_eval, cfg.epsilon)[:-1]
+    if rule == "microcircuit":
+        return baselines.microcircuit_forward(m["params"], X, cfg)["r"][1:-1]
+    if cfg.spiking:
+        return sdnn.hidden_rates(m["net"], X, cfg, rng)
+    return [cfg.phi_max * sdnn.sigma(V) for V in sdnn.rate_forward(m["net"], X, cfg)[:-1]]
+
+
+def _combine(parts):
+    """One epoch's numbers from those of its blocks [(examples, numbers)]: lists joined, numbers averaged
+    with the blocks' sizes as weights (None left out), anything else from the last block."""
+    out = {}
+    for key in parts[-1][1]:
+        values = [(n, p.get(key)) for n, p in parts]
+        if all(isinstance(v, list) for _, v in values):
+            out[key] = [x for _, v in values for x in v]
+        elif all(isinstance(v, (int, float)) or v is None for _, v in values) and any(v is not None for _, v in values):
+            kept = [(n, v) for n, v in values if v is not None]
+            out[key] = sum(n * v for n, v in kept) / sum(n for n, _ in kept)
+        else:
+            out[key] = values[-1][1]
+    return out
+
+
+def with_dynamics(entry, trainer, data, seed, blocks=10, n_probe=1000, n_angle=500):
+    """The trainer, its epoch function wrapped to measure after each of `blocks` blocks of epoch 1 (whole
+    minibatches, multiples of 100 examples) and after every later epoch, per layer: ||W||_F and ||dW||_F
+    over the interval; the angle between the rule's update and backprop's on the same n_angle training
+    examples (the minibatch rules; sdnn records its own per example, as Fig 7A); the angle between the
+    feedback and what backprop would use (feedback_pairs); and the linear CKA of each hidden layer with a
+    backprop twin's on n_probe validation images. The twin is a BP MLP of the same sizes trained on the
+    same minibatches (the minibatch rules: with the rule's config, from the rule's initial weights). The
+    epoch's numbers get a "dynamics" list of points. Measuring uses a Generator of its own and changes
+    nothing in the run: the same seed trains the same network with or without it."""
+    rule = entry.partition(":")[0]
+    cfg = rule_config(entry, trainer)
+    if rule == "sdnn" and (trainer.schedule or {}).get("eta_schedule") == "linear":
+        raise ValueError("--dynamics splits epoch 1 into blocks, which eta_schedule=linear cannot take "
+                         "(its rates follow the position in the whole epoch); use the default schedule")
+    g = np.random.default_rng([seed, 17])
+    m = trainer.model
+    n_out = data.n_out
+    if rule in MINIBATCH:
+        twin_cfg = cfg
+        twin = {"W": [w.copy() for w in m["params"]["W"]], "b": [b.copy() for b in m["params"]["b"]]}
+    else:
+        sizes = [data.x.shape[1]] + [w.shape[0] for w in forward_weights(entry, m)]
+        twin_cfg = baselines.Config(sizes=tuple(sizes))
+        twin = baselines.init(twin_cfg.sizes, twin_cfg, g)
+    m["dynamics"] = {"twin": twin, "twin_opt": baselines.init_optimizer(twin), "rng": g}
+    t = baselines.one_hot(data.y, n_out, twin_cfg.dtype)
+    probe = (data.x_val if len(data.x_val) else data.x)[:n_probe]
+    n_batch = getattr(cfg, "batch", 1)
+    step = int(np.lcm(n_batch, 100))
+    epoch = trainer.epoch
+
+    def measure(mm, before, seen, numbers):
+        W = forward_weights(entry, mm)
+        point = {"examples": int(seen), "W_norm": [float(np.linalg.norm(w)) for w in W],
+                 "dW_norm": [float(np.linalg.norm(w - w0)) for w, w0 in zip(W, before or W)]}
+        point["angle_bp"] = None                                # no backprop update to compare with
+        if rule in MINIBATCH:
+            point["angle_bp"] = update_angles(rule, mm["params"], data.x[:n_angle], t[:n_angle], cfg)
+        elif rule == "sdnn" and numbers is not None and numbers.get("mean_angle_deg") is not None:
+            point["angle_bp"] = [numbers["mean_angle_deg"]]     # first hidden layer, mean over the block
+        point["feedback_angle"] = [angle_deg(f, w) for f, w in feedback_pairs(entry, mm)]
+        ours = hidden_layers(entry, mm, probe, cfg, mm["dynamics"]["rng"])
+        theirs = baselines.forward(mm["dynamics"]["twin"], probe, twin_cfg)["h"][1:-1]
+        point["cka_bp_twin"] = [linear_cka(a, b) for a, b in zip(ours, theirs)]
+        return point
+
+    def train_twin(mm, perm):
+        for i in range(0, len(perm), twin_cfg.batch):
+            idx = perm[i:i + twin_cfg.batch]
+            baselines.step("bp", mm["dynamics"]["twin"], mm["dynamics"]["twin_opt"], data.x[idx], t[idx], twin_cfg)
+
+    def dynamics_epoch(mm, perm, index, bar):
+        n_blocks = blocks if index == 0 else 1
+        cuts = [min(len(perm), step * round(len(perm) * i / n_blocks / step)) for i in range(1, n_blocks)]
+        points = [measure(mm, None, 0, None)] if index == 0 else []
+        parts, done, spent = [], index * len(perm), 0.0
+        for part in np.split(perm, sorted(set(cuts))):
+            if not len(part):
+                continue
+            before = [w.copy() for w in forward_weights(entry, mm)]
+            numbers = epoch(mm, part, index, bar)
+            start = time.perf_counter()
+            train_twin(mm, part)
+            done += len(part)
+            points.append(measure(mm, before, done, numbers))
+            spent += time.perf_counter() - start
+            parts.append((len(part), numbers))
+        return dict(_combine(parts), dynamics=points, dynamics_seconds=spent)
+
+    return dataclasses.replace(trainer, epoch=dynamics_epoch)
+
+
+KH_UNSUP_EPOCHS = 30      # the comparison's unsupervised epochs of kh (its default, 100, is the paper's scale;
+                          # the fields of --fig kh-fields are far from converged after 10)
+
+
+# Settings of the comparison that are not a rule's defaults: the target-propagation rules learn on
+# Bartunov's parallel schedule, so that every rule updates its forward weights on every minibatch (on the
+# alternating schedule every other epoch trains only the inverses, and DTP with one hidden layer has none).
+COMPARISON_SETTINGS = {"dtp": ["schedule=parallel"], "sdtp": ["schedule=parallel"], "aosdtp": ["schedule=parallel"]}
+
+
+def study_argv(entry, cfg, quick, epochs, seed, *extra, hidden=(500,)):
+    """The --train command of one run of a comparison study, its runs under cfg.runs; quick: 1,000 of the
+    2,000 training images of --quick."""
+    argv = _rule_argv(entry, hidden) + ["--dataset", cfg.dataset, "--epochs", str(epochs), "--seed", str(seed),
+                                        "--out", cfg.runs]
+    argv += ["--data-dir", cfg.data_dir] if cfg.data_dir else []
+    sets = [f"epochs_unsup={1 if quick else KH_UNSUP_EPOCHS}"] if entry == "kh" else []
+    sets += COMPARISON_SETTINGS.get(entry, [])
+    sets += [*cfg.set, *[e for e in extra if "=" in e]]
+    argv += [e for e in extra if "=" not in e]
+    argv += ["--set", *sets] if sets else []
+    return argv + (["--quick", "--limit", "1000"] if quick else [])
+
+
+def dynamics(cfg, rng, quick):
+    """Learning dynamics of every rule on 784-500-10 (COMPARED; kh with KH_UNSUP_EPOCHS unsupervised
+    epochs first; COMPARISON_SETTINGS), one seed, cfg.epochs epochs (default 10; quick: 2 epochs on 1,000
+    images): the runs
+    `--train RULE --dynamics` (see with_dynamics) through experiments.run_all, measured after each tenth
+    of epoch 1 (quick: quarter) and after every epoch. Per rule and layer: ||W||_F, ||dW||_F, the angle to
+    backprop's update, the feedback's angle to what backprop would send, CKA with a backprop twin."""
+    import experiments
+    epochs = cfg.epochs or (2 if quick else 10)
+    argvs = [study_argv(entry, cfg, quick, epochs, cfg.seed, "--dynamics") for entry in COMPARED]
+    out = {"rules": {}, "epochs": epochs, "quick": quick, "dataset": cfg.dataset, "seed": cfg.seed,
+           "commands": {}}
+    for entry, result in zip(COMPARED, experiments.run_all(argvs, cfg.workers)):
+        if "error" in result:
+            continue
+        points = [p for epoch in result["dynamics"] for p in epoch]
+        out["rules"][entry] = {key: [p.get(key) for p in points] for key in points[0]}
+        out["rules"][entry]["test_error"] = result["test_error"]
+        out["commands"][entry] = " ".join(strip_out(result["command"]))
+        last = points[-1]
+        print(f"dynamics {entry:13s} after {last['examples']} examples: angle to BP {last['angle_bp']}, feedback "
+              f"{np.round(last['feedback_angle'], 1).tolist()} deg, CKA with the BP twin "
+              f"{np.round(last['cka_bp_twin'], 3).tolist()}", flush=True)
+    if not out["rules"]:
+        raise ValueError(f"no dynamics run finished: see the logs in {cfg.runs}")
+    return out
+
+
+def plot_dynamics(data):
+    """One panel per quantity, rules as lines, first hidden layer (the JSON has every layer): ||W||_F,
+    ||dW||_F / ||W||_F per interval (tenths of epoch 1, then epochs), angle to backprop's update,
+    feedback alignment, CKA with the backprop twin; against training examples (log scale)."""
+    import matplotlib.ticker
+    fig = new_figure(figsize=(16, 8.5))
+    axes = fig.subplots(2, 3).ravel()
+    panels = (("W_norm", "$\\|W_1\\|_F$", True), ("dW_rel", "$\\|\\Delta W_1\\|_F / \\|W_1\\|_F$ per interval", True),
+              ("angle_bp", "angle to backprop's update of $W_1$ (deg)", False),
+              ("feedback_angle", "feedback vs backprop's, layer 1 (deg)", False),
+              ("cka_bp_twin", "linear CKA, hidden layer 1 vs BP twin", False))
+    for i, (entry, r) in enumerate(data["rules"].items()):
+        x = np.array(r["examples"], float)
+        keep = x > 0
+        style = dict(color=f"C{i % 10}", ls="--" if i >= 10 else "-", lw=1.2, marker=".", ms=3, label=entry)
+        for ax, (key, label, log) in zip(axes, panels):
+            if key == "dW_rel":
+                y = [d[0] / w[0] if w[0] else np.nan for d, w in zip(r["dW_norm"], r["W_norm"])]
+            else:
+                y = [np.nan if v is None or not v or v[0] is None else v[0] for v in r[key]]
+            y = np.array(y, float)
+            if np.isfinite(y[keep]).any():
+                ax.plot(x[keep], y[keep], **style)
+            ax.set_ylabel(label, fontsize=8)
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            if log:
+                ax.set_yscale("log")
+                ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    for ax in axes[:5]:
+        ax.set_xlabel("training examples")
+        ax.grid(alpha=0.3)
+    axes[2].axhline(90, color="k", lw=0.5)
+    axes[3].axhline(90, color="k", lw=0.5)
+    handles, labels = axes[4].get_legend_handles_labels()
+    for ax in axes[:4]:
+        h, l = ax.get_legend_handles_labels()
+        for a, b in zip(h, l):
+            if b not in labels:
+                handles.append(a)
+                labels.append(b)
+    axes[5].set_axis_off()
+    axes[5].legend(handles, labels, fontsize=8, ncol=2, loc="center")
+    fig.suptitle(f"Learning dynamics on {data['dataset']}, 784-500-10, seed {data['seed']}, {data['epochs']} epochs "
+                 f"(epoch 1 in blocks){' -- QUICK: 1,000 images' if data['quick'] else ''}; missing lines: the "
+                 "quantity does not exist for that rule", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+STUDIES["dynamics"] = (dynamics, plot_dynamics, None)
+
+
+# ------------------------------------------------------------------------------------------------
+# One protocol for every rule (--study datasets, --study optimizers): each rule's learning rate chosen
+# on the validation split by the same small budget, then several seeds, the test error read at the
+# lowest-validation epoch.
+
+# What the protocol tunes: the rule's learning rate(s), as a field of its config and its starting value
+# (the rule's default, or the setting already chosen on MNIST's validation split, see the README's tuning
+# notes); BASE_SETTINGS are the other settings of those choices. Every rate of a rule is scaled together.
+RATE_FIELD = {**{r: ("lr", (1e-3,)) for r in MINIBATCH}, "kh": ("lr", (1e-6,)), "eqprop": ("alphas", (0.8, 0.4)),
+              "microcircuit": ("etas", baselines.MICROCIRCUIT_ETAS[1]), "sdnn:paper": ("etas", (2.4, 0.105)),
+              "sdnn:rate": ("etas", sdnn.PAPER_ETAS[(500,)])}
+BASE_SETTINGS = {"eqprop": ["t_half=5000"], "sdnn:paper": ["init_gain=0.51", "eta_schedule=linear"]}
+LR_FACTORS = (1 / 3, 1.0, 3.0)        # the budget: three runs per rule and dataset, factors on the rate(s)
+QUICK_FACTORS = (1.0,)                # quick: the path only (the choice itself is tested on stand-in curves)
+
+
+def rate_setting(entry, factor, rate=None):
+    """--set item of entry's learning rate(s) (rate: (field, base values), default RATE_FIELD[entry]) times
+    factor, e.g. 'etas=0.7,0.035'."""
+    field, base = rate or RATE_FIELD[entry]
+    return f"{field}=" + ",".join(f"{factor * r:.4g}" for r in base)
+
+
+def present(name, data_dir):
+    """Whether the files of dataset `name` are on this machine (without reading them): CIFAR-10's archive
+    or its extracted folder; MNIST and Fashion-MNIST are downloaded by the runs when missing."""
+    if name != "cifar10":
+        return True
+    folder = os.path.join(datasets.data_dir(data_dir), "cifar10")
+    return (os.path.exists(os.path.join(folder, "cifar-10-python.tar.gz"))
+            or os.path.isdir(os.path.join(folder, datasets.CIFAR_FOLDER)))
+
+
+def _run_minutes(result):
+    return (sum(result["seconds_per_epoch"]) + sum(result["eval_seconds_per_epoch"])
+            + sum(result.get("pre_seconds_per_epoch", []))) / 60
+
+
+def _minutes_to(result, epoch):
+    """Wall minutes of a run's first `epoch` epochs (training, testing; kh's unsupervised stage)."""
+    return (sum(result["seconds_per_epoch"][:epoch]) + sum(result["eval_seconds_per_epoch"][:epoch])
+            + sum(result.get("pre_seconds_per_epoch", []))) / 60
+
+
+def _at_best_val(result):
+    """(epoch of the lowest validation error, 1-based; test error there, %)."""
+    best = int(np.argmin(result["val_error"]))
+    return best + 1, 100 * result["test_error"][best]
+
+
+def protocol(cfg, quick, rows, names, epochs, n_seeds, factors):
+    """Run the protocol for rows {label: (entry, [--set items], hidden[, (rate field, base values)])} on the
+    datasets `names` (the rate defaults to RATE_FIELD[entry]): for each
+    row and dataset, len(factors) tuning runs (seed cfg.seed, the rate times each factor, `epochs` epochs)
+    through experiments.run_all; the lowest validation error of any epoch picks the factor; that setting
+    then runs with seeds cfg.seed ... cfg.seed + n_seeds - 1 (the tuning run is seed cfg.seed's, reused).
+    Returns {label: {dataset: summary}} with the candidates, the choice, the test error at each seed's
+    lowest-validation epoch (mean and SD), the mean curves and the budget (runs, epochs, minutes)."""
+    import experiments
+
+    def argv(row, ds, factor, seed):
+        entry, items, hidden, *rate = row
+        c = dataclasses.replace(cfg, dataset=ds)
+        return study_argv(entry, c, quick, epochs, seed, *BASE_SETTINGS.get(entry, []), *items,
+                          rate_setting(entry, factor, *rate), hidden=hidden)
+    keys = [(label, ds) for label in rows for ds in names]
+    tuning = {(label, ds, f): argv(rows[label], ds, f, cfg.seed) for label, ds in keys for f in factors}
+    tuned = dict(zip(tuning, experiments.run_all(list(tuning.values()), cfg.workers)))
+    chosen, final = {}, {}
+    for label, ds in keys:
+        ok = {f: r for f in factors if "error" not in (r := tuned[label, ds, f]) and not r.get("diverged")}
+        if ok:
+            chosen[label, ds] = min(ok, key=lambda f: min(ok[f]["val_error"]))  # noqa: B023
+            for seed in range(cfg.seed, cfg.seed + n_seeds):
+                final[label, ds, seed] = argv(rows[label], ds, chosen[label, ds], seed)
+    finals = dict(zip(final, experiments.run_all(list(final.values()), cfg.workers)))
+    out = {label: {} for label in rows}
+    for label, ds in keys:
+        cands = [{"factor": f, "lowest_val_error": (100 * min(r["val_error"]) if "error" not in (r := tuned[label, ds, f])
+                                                    and not r.get("diverged") else None),
+                  "minutes": _run_minutes(r) if "error" not in r else None} for f in factors]
+        if (label, ds) not in chosen:
+            out[label][ds] = {"candidates": cands, "failed": "every tuning run failed or diverged"}
+            continue
+        runs = [r for (lab, d, _), r in finals.items() if (lab, d) == (label, ds) and "error" not in r
+                and not r.get("diverged")]
+        best = [_at_best_val(r) for r in runs]
+        test = [t for _, t in best]
+        n = min(r["epochs"] for r in runs)
+        curve = lambda key: np.mean([[100 * e if e is not None else np.nan for e in r[key][:n]]  # noqa: E731
+                                     for r in runs], axis=0).tolist()   # noqa: B023
+        extra = [r for (lab, d, s), r in finals.items() if (lab, d) == (label, ds) and s != cfg.seed and "error" not in r]
+        tuning_runs = [r for f in factors if "error" not in (r := tuned[label, ds, f])]
+        out[label][ds] = {
+            "candidates": cands, "factor": chosen[label, ds],
+            "setting": rate_setting(rows[label][0], chosen[label, ds], *rows[label][3:]),
+            "command": " ".join(strip_out(runs[0]["command"])), "seeds": [r["seed"] for r in runs],
+            "test_at_best_val": test, "best_epoch": [e for e, _ in best], "mean": float(np.mean(test)),
+            "minutes_to_best": [_minutes_to(r, e) for r, (e, _) in zip(runs, best)],
+            "sd": float(np.std(test, ddof=1)) if len(test) > 1 else 0.0,
+            "curves": {"train": curve("train_error"), "val": curve("val_error"), "test": curve("test_error")},
+            "budget": {"runs": len(tuning_runs) + len(extra), "epochs": sum(r["epochs"] for r in tuning_runs + extra),
+                       "minutes": sum(_run_minutes(r) for r in tuning_runs + extra),
+                       "tuning_minutes": sum(_run_minutes(r) for r in tuning_runs)}}
+        s = out[label][ds]
+        print(f"{label:13s} {ds:13s}: test error at the lowest-val epoch {s['mean']:.2f} +- {s['sd']:.2f} % "
+              f"({len(test)} seeds; {s['setting']}, budget {s['budget']['epochs']} epochs, "
+              f"{s['budget']['minutes']:.1f} min)", flush=True)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Every rule on every dataset.
+
+DATASETS = ("mnist", "fashion_mnist", "cifar10")
+# Published MNIST test errors (%) at each rule's own architecture, and the settings that reproduce them
+# here (the README's Results; chosen on the validation split), for the study's second table.
+OWN_ARCHITECTURE = {
+    "bp": ([256] * 5, ["activation=tanh", "lr=1.5e-4"], 60, 1.48, "Bartunov et al. 2018, Table 1"),
+    "fa": ([256] * 5, ["activation=tanh", "lr=1.7e-4"], 100, 1.85, "Bartunov et al. 2018, Table 1"),
+    "dfa": ([256] * 5, ["activation=tanh", "lr=1e-3"], 40, 2.75, "Bartunov et al. 2018, Table 1"),
+    "dtp": ([256] * 5, ["activation=tanh", "lr=3e-4", "alpha=0.1", "sigma=0.1", "lr_inv=3e-4"], 100, 1.83,
+            "Bartunov et al. 2018, Table 1 (alternating)"),
+    "sdtp": ([256] * 5, ["activation=tanh", "lr=3e-4", "sigma=0.1", "lr_inv=1e-6"], 100, 2.28,
+             "Bartunov et al. 2018, Table 1 (alternating)"),
+    "aosdtp": ([256] * 5, ["activation=tanh", "lr=6e-4", "sigma=0.1", "lr_inv=3e-6"], 100, 1.86,
+               "Bartunov et al. 2018, Table 1 (alternating)"),
+    "kh": ([2000], ["epochs_unsup=120", "eps0=0.04"], 100, 1.5, "Krotov & Hopfield 2019 (recalled, unverified)"),
+    "eqprop": ([500], ["alphas=0.8,0.4", "t_half=5000"], 20, 2.5, "Scellier & Bengio 2017, 2-3 % (midpoint)"),
+    "microcircuit": ([500, 500], [], 40, 1.96, "Sacramento et al. 2018"),
+    "sdnn:paper": ([500], ["etas=2.4,0.105", "init_gain=0.51", "eta_schedule=linear"], 60, 4.1,
+                   "Guerguiev et al. 2017, Fig 6 (60 epochs)"),
+}
+
+
+def datasets_study(cfg, rng, quick, entries=COMPARED):
+    """Every rule (COMPARED) on MNIST, Fashion-MNIST and CIFAR-10 (784-500-10; 3072-500-10), one protocol
+    (`protocol`): the rate(s) chosen among LR_FACTORS times each rule's starting rate on the validation
+    split (seed cfg.seed), then cfg.seeds seeds (default 3), test error at the lowest-validation epoch, mean
+    +- SD; cfg.epochs epochs (default 20). CIFAR-10 runs where its files are present, else its column says
+    "not run here". Then, on MNIST, each rule at its own published architecture with the README's settings
+    (OWN_ARCHITECTURE, no further tuning), beside the published number. quick: cfg.dataset only, the
+    starting rates only, 1 seed, 2 epochs on 1,000 images, no published architectures."""
+    names = (cfg.dataset,) if quick else DATASETS
+    status = {ds: "run" if present(ds, cfg.data_dir) else "not run here" for ds in names}
+    for ds, s in status.items():
+        if s != "run":
+            print(f"datasets: {ds} not found under {datasets.data_dir(cfg.data_dir)}: its column is 'not run here'")
+    epochs, n_seeds = cfg.epochs or (2 if quick else 20), cfg.seeds or (1 if quick else 3)
+    rows = {entry: (entry, [], (500,)) for entry in entries}
+    table = protocol(cfg, quick, rows, [ds for ds in names if status[ds] == "run"], epochs, n_seeds,
+                     QUICK_FACTORS if quick else LR_FACTORS)
+    own = {} if quick else own_architectures(cfg, [e for e in entries if e in OWN_ARCHITECTURE], n_seeds)
+    return {"table": table, "status": status, "own": own, "epochs": epochs, "seeds": n_seeds, "quick": quick,
+            "factors": list(QUICK_FACTORS if quick else LR_FACTORS),
+            "starting_rates": {e: RATE_FIELD[e] for e in entries}, "base_settings": BASE_SETTINGS,
+            "comparison_settings": COMPARISON_SETTINGS}
+
+
+def own_architectures(cfg, entries, n_seeds):
+    """Each rule at its own architecture on MNIST with the README's settings, n_seeds seeds: the test
+    error at the lowest-validation epoch beside the published number."""
+    import experiments
+    argvs, keys = [], []
+    for entry in entries:
+        hidden, items, epochs, _, _ = OWN_ARCHITECTURE[entry]
+        for seed in range(cfg.seed, cfg.seed + n_seeds):
+            argv = _rule_argv(entry, hidden) + ["--dataset", "mnist", "--epochs", str(epochs), "--seed", str(seed),
+                                                "--out", cfg.runs, "--set", *items]
+            argvs.append(argv + (["--data-dir", cfg.data_dir] if cfg.data_dir else []))
+            keys.append(entry)
+    out = {}
+    for entry, r in zip(keys, experiments.run_all(argvs, cfg.workers)):
+        if "error" not in r and not r.get("diverged"):
+            o = out.setdefault(entry, {"test_at_best_val": [], "minutes": [], "command": " ".join(strip_out(r["command"]))})
+            o["test_at_best_val"].append(_at_best_val(r)[1])
+            o["minutes"].append(_run_minutes(r))
+    for entry, o in out.items():
+        hidden, _, epochs, published, source = OWN_ARCHITECTURE[entry]
+        t = o["test_at_best_val"]
+        o.update(mean=float(np.mean(t)), sd=float(np.std(t, ddof=1)) if len(t) > 1 else 0.0, published=published,
+                 source=source, sizes="-".join(map(str, [784, *hidden, 10])), epochs=epochs)
+        print(f"own architecture {entry:13s} {o['sizes']}: {o['mean']:.2f} +- {o['sd']:.2f} % (published {published} %, "
+              f"{source}); within +0.5 points: {o['mean'] <= published + 0.5}")
+    return out
+
+
+def datasets_tables(data):
+    """The rule x dataset table and the own-architecture table, as Markdown."""
+    names = list(data["status"])
+    cell = lambda s: "failed" if "mean" not in s else f"{s['mean']:.2f} ± {s['sd']:.2f}"  # noqa: E731
+    rows = [[label] + [cell(data["table"][label][ds]) if ds in data["table"][label] else data["status"][ds]
+                       for ds in names] + ["; ".join(f"{ds}: {data['table'][label][ds]['budget']['epochs']} ep, "
+                                                     f"{data['table'][label][ds]['budget']['minutes']:.0f} min"
+                                                     for ds in names if "budget" in data["table"][label].get(ds, {}))]
+            for label in data["table"]]
+    main = format_table(["rule", *names, "budget (epochs, wall time)"], rows)
+    own = format_table(["rule", "network", "ours (test error %)", "published", "source"],
+                       [[e, o["sizes"], f"{o['mean']:.2f} ± {o['sd']:.2f}", o["published"], o["source"]]
+                        for e, o in data["own"].items()])
+    return {"datasets": main, "own_architecture": own}
+
+
+def datasets_compute(cfg, rng, quick):
+    out = datasets_study(cfg, rng, quick)
+    out["tables"] = datasets_tables(out)
+    print(out["tables"]["datasets"] + ("\n\n" + out["tables"]["own_architecture"] if out["own"] else ""))
+    return out
+
+
+def plot_datasets(data):
+    """Learning curves per dataset (rows: datasets; columns: train, validation, test error; mean over the
+    seeds of the chosen setting), and the test error at the lowest-validation epoch per rule and dataset."""
+    import matplotlib.ticker
+    names = [ds for ds in data["status"] if data["status"][ds] == "run"]
+    fig = new_figure(figsize=(16, 3.6 * len(names) + 3.5))
+    grid = fig.subplots(len(names) + 1, 3, squeeze=False)
+    for row, ds in zip(grid, names):
+        for ax, key in zip(row, ("train", "val", "test")):
+            for i, (label, per) in enumerate(data["table"].items()):
+                s = per.get(ds, {})
+                if "curves" in s:
+                    y = s["curves"][key]
+                    ax.plot(np.arange(1, len(y) + 1), y, color=f"C{i % 10}", ls="--" if i >= 10 else "-", lw=1.2,
+                            label=label)
+            ax.set_yscale("log")
+            ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            ax.set_title(f"{ds}: {key} error (%)", fontsize=9)
+            ax.set_xlabel("epoch")
+            ax.grid(alpha=0.3)
+    grid[0][2].legend(fontsize=7, ncol=2)
+    ax = grid[-1][0]
+    labels = list(data["table"])
+    for j, ds in enumerate(names):
+        vals = [data["table"][lab].get(ds, {}) for lab in labels]
+        ax.bar(np.arange(len(labels)) + 0.8 * j / len(names), [v.get("mean", np.nan) for v in vals],
+               0.8 / len(names), yerr=[v.get("sd", 0) for v in vals], label=ds)
+    ax.set_xticks(np.arange(len(labels)) + 0.4 - 0.4 / len(names), labels, rotation=60, fontsize=7)
+    ax.set_ylabel("test error at lowest val (%)")
+    ax.legend(fontsize=7)
+    missing = [ds for ds, s in data["status"].items() if s != "run"]
+    ax.set_title("mean ± SD over seeds" + (f"; {', '.join(missing)}: not run here" if missing else ""), fontsize=9)
+    for a in grid[-1][1:]:
+        a.set_axis_off()
+    if data["own"]:
+        own = data["own"]
+        a = grid[-1][1]
+        a.set_axis_on()
+        x = np.arange(len(own))
+        a.bar(x - 0.2, [o["mean"] for o in own.values()], 0.4, yerr=[o["sd"] for o in own.values()], label="ours")
+        a.bar(x + 0.2, [o["published"] for o in own.values()], 0.4, label="published")
+        a.set_xticks(x, [f"{e}\n{o['sizes']}" for e, o in own.items()], rotation=60, fontsize=6)
+        a.set_title("MNIST, each rule's own architecture", fontsize=9)
+        a.legend(fontsize=7)
+    factors = ", ".join(f"1/{1 / f:.0f}" if f < 1 else f"{f:g}" for f in data["factors"])
+    fig.suptitle(f"Every rule under one protocol: rate chosen on the validation split among x({factors}), "
+                 f"{data['seeds']} seed(s), {data['epochs']} epochs" + (" (QUICK: 1,000 images)" if data["quick"] else ""),
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+STUDIES["datasets"] = (datasets_compute, plot_datasets, None)
+
+
+# ------------------------------------------------------------------------------------------------
+# Optimizers applied to each minibatch rule's local updates.
+
+# Each optimizer's starting rate (the protocol then tries it x1/3, x1, x3) and the rate of the target-
+# propagation inverses, which take the same optimizer: scaled with the forward rate from Adam's 1e-3 / 1e-4.
+OPTIMIZER_RATES = {"sgd": 0.1, "momentum": 0.01, "adam": 1e-3, "rmsprop": 1e-3}
+OPTIMIZED_RULES = ("bp", "fa", "dfa", "sign", "dtp", "sdtp", "aosdtp")
+
+
+def optimizers(cfg, rng, quick):
+    """SGD, momentum, Adam and RMSprop (baselines.update) on the updates of every minibatch rule
+    (OPTIMIZED_RULES), 784-500-10 on cfg.dataset, under the protocol of the datasets study: each
+    optimizer's rate (OPTIMIZER_RATES) times 1/3, 1, 3 chosen on the validation split, 3 seeds (cfg.seeds),
+    cfg.epochs epochs (default 20), test error at the lowest-validation epoch. quick: bp and dfa, the
+    starting rate only, 1 seed, 2 epochs on 1,000 images."""
+    rules = ("bp", "dfa") if quick else OPTIMIZED_RULES
+    rows = {f"{rule} {opt}": (rule, [f"optimizer={opt}"] + ([f"lr_inv={lr / 10:g}"] if rule in TP_FAMILY else []),
+                              (500,), ("lr", (lr,)))
+            for rule in rules for opt, lr in OPTIMIZER_RATES.items()}
+    epochs, n_seeds = cfg.epochs or (2 if quick else 20), cfg.seeds or (1 if quick else 3)
+    table = protocol(cfg, quick, rows, [cfg.dataset], epochs, n_seeds, (1.0,) if quick else LR_FACTORS)
+    out = {"table": {label: per[cfg.dataset] for label, per in table.items()}, "rules": list(rules),
+           "optimizers": list(OPTIMIZER_RATES), "rates": OPTIMIZER_RATES, "dataset": cfg.dataset, "epochs": epochs,
+           "seeds": n_seeds, "quick": quick}
+    cell = lambda s: f"{s['mean']:.2f} ± {s['sd']:.2f} ({s['setting']})" if "mean" in s else "failed"  # noqa: E731
+    out["tables"] = {"optimizers": format_table(["rule", *OPTIMIZER_RATES], [
+        [rule] + [cell(out["table"][f"{rule} {opt}"]) for opt in OPTIMIZER_RATES] for rule in rules])}
+    print(out["tables"]["optimizers"])
+    return out
+
+
+def plot_optimizers(data):
+    """Validation error per epoch (mean over seeds) of each rule, optimizers as lines; and the final test
+    error (at the lowest-validation epoch) per rule and optimizer."""
+    rules, opts = data["rules"], data["optimizers"]
+    cols = min(4, len(rules))
+    rows = -(-len(rules) // cols) + 1
+    fig = new_figure(figsize=(4 * cols, 3.3 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax, rule in zip(axes[:-1].ravel(), rules):
+        for j, opt in enumerate(opts):
+            s = data["table"][f"{rule} {opt}"]
+            if "curves" in s:
+                y = s["curves"]["val"]
+                ax.plot(np.arange(1, len(y) + 1), y, color=f"C{j}", label=f"{opt} ({s['setting']})")
+        ax.set_yscale("log")
+        ax.set_title(f"{rule}: validation error (%)", fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=6)
+        ax.grid(alpha=0.3)
+    for ax in axes[:-1].ravel()[len(rules):]:
+        ax.set_axis_off()
+    ax = axes[-1][0]
+    for j, opt in enumerate(opts):
+        vals = [data["table"][f"{rule} {opt}"] for rule in rules]
+        ax.bar(np.arange(len(rules)) + 0.2 * j - 0.3, [v.get("mean", np.nan) for v in vals], 0.2,
+               yerr=[v.get("sd", 0) for v in vals], label=opt)
+    ax.set_xticks(np.arange(len(rules)), rules, fontsize=8)
+    ax.set_ylabel("test error at lowest val (%)")
+    ax.legend(fontsize=7)
+    for a in axes[-1][1:]:
+        a.set_axis_off()
+    fig.suptitle(f"Optimizers on each rule's local updates, 784-500-10 on {data['dataset']}, {data['seeds']} seed(s), "
+                 f"{data['epochs']} epochs" + (" (QUICK: 1,000 images, no tuning)" if data["quick"] else ""), fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+STUDIES["optimizers"] = (optimizers, plot_optimizers, None)
