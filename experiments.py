@@ -180,7 +180,8 @@ def restore(ckpt, trainer, rng, result):
     if saved.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"--resume: {ckpt} was written by another version of this code (checkpoint format "
                          f"{saved.get('format')}, this code reads {CHECKPOINT_FORMAT}); start the run again")
-    keys = ("rule", "dataset", "hidden", "seed", "limit", "n_valid", "n_train", "config", "schedule")
+    keys = ("rule", "dataset", "hidden", "seed", "limit", "n_valid", "fold", "no_test", "n_train", "config",
+            "schedule")
     other = [k for k in keys if saved["result"].get(k) != result.get(k)]
     if other:
         raise ValueError(f"--resume: {ckpt} is a run with other settings ({', '.join(other)}); "
@@ -249,9 +250,10 @@ def summarize(result):
     val = [v for v in result["val_error"] if v is not None]
     if len(val) == len(result["val_error"]) and val:
         best = int(np.argmin(val))
-        result.update(best_val_epoch=best + 1, test_error_at_best_val=result["test_error"][best])
-        print(f"lowest val error {100 * val[best]:.2f}% at epoch {best + 1}: "
-              f"test error {100 * result['test_error'][best]:.2f}% there")
+        test = result["test_error"][best]
+        result.update(best_val_epoch=best + 1, test_error_at_best_val=test)
+        print(f"lowest val error {100 * val[best]:.2f}% at epoch {best + 1}"
+              + ("" if test is None else f": test error {100 * test:.2f}% there"))
     return result
 
 
@@ -382,6 +384,8 @@ def sdnn_trainer(cfg, sched, data, rng, epochs, retests=0, name="sdnn", diagnose
         return out
 
     def start(m):             # the paper tests once before training
+        if not len(data.y_test):                          # --no-test
+            return {}
         err = test(m, data.x_test, data.y_test)
         print(f"initial test error {100 * err:.2f}%")
         return {"initial_test_error": err}
@@ -562,15 +566,22 @@ def shorthands(args, lr="lr", batch="batch", instead=""):
 
 
 def load_split(args):
-    """--dataset with --n-valid validation images; --limit keeps the first N training images; --quick
-    keeps 2,000 training and 300 validation and test images."""
-    data = datasets.load(args.dataset, data_dir=args.data_dir, n_valid=args.n_valid)
+    """--dataset with --n-valid validation images, or with --fold I/K the I-th of K equal blocks of the
+    whole training set (k-fold cross-validation without shuffling); --no-test leaves the test set out;
+    --limit keeps the first N training images; --quick keeps 2,000 training and 300 validation and test images."""
+    data = datasets.load(args.dataset, data_dir=args.data_dir, n_valid=0 if args.fold else args.n_valid)
     (x, y), (x_val, y_val), (x_test, y_test) = data["train"], data["val"], data["test"]
+    if args.fold:
+        i, k = args.fold
+        a, b = (i - 1) * len(x) // k, i * len(x) // k
+        x, y, x_val, y_val = np.concatenate([x[:a], x[b:]]), np.concatenate([y[:a], y[b:]]), x[a:b], y[a:b]
+    if args.no_test:
+        x_test, y_test = x_test[:0], y_test[:0]
     if args.limit:
         x, y = x[:args.limit], y[:args.limit]
     if args.quick:
         x, y, x_val, y_val, x_test, y_test = x[:2000], y[:2000], x_val[:300], y_val[:300], x_test[:300], y_test[:300]
-    return Split(x, y, x_val, y_val, x_test, y_test, int(max(y.max(), y_test.max())) + 1)
+    return Split(x, y, x_val, y_val, x_test, y_test, int(max(y.max(), y_test.max(initial=0))) + 1)
 
 
 @register(TRAINERS, *baselines.RULES)
@@ -659,6 +670,7 @@ def run_name(result):
     cls = CONFIG_CLASSES.get(result["rule"], baselines.Config)
     defaults = {f.name: list(f.default) if isinstance(f.default, tuple) else f.default for f in dataclasses.fields(cls)}
     key = {k: result[k] for k in ("rule", "dataset", "n_train", "n_valid", "limit", "quick")}
+    key.update({k: result[k] for k in ("fold", "no_test") if result.get(k)})     # only when given: old names stay
     if result.get("retests"):
         key.update(retests=result["retests"], epochs=result["epochs_requested"])
     key["config"] = {k: v for k, v in result["config"].items() if k not in defaults or v != defaults[k]}
@@ -694,7 +706,8 @@ def train(args):
     rng = np.random.default_rng(args.seed)
     trainer = TRAINERS[args.train](args, data, rng)
     result = {"rule": args.train, "dataset": args.dataset, "hidden": list(args.hidden), "seed": args.seed,
-              "limit": args.limit, "n_valid": args.n_valid, "n_train": len(data.x), "quick": args.quick,
+              "limit": args.limit, "n_valid": args.n_valid, "fold": args.fold, "no_test": args.no_test,
+              "n_train": len(data.x), "quick": args.quick,
               "retests": args.retests, "epochs_requested": args.epochs, "command": args.argv, "config": trainer.config, "schedule": trainer.schedule,
               "versions": versions(), "epochs": 0, "train_error": [], "val_error": [], "test_error": [],
               "seconds_per_epoch": [], "eval_seconds_per_epoch": [], "diverged": False}
@@ -714,8 +727,9 @@ def run_path(argv):
     data = load_split(args)
     trainer = TRAINERS[args.train](args, data, np.random.default_rng(args.seed))
     result = {"rule": args.train, "dataset": args.dataset, "seed": args.seed, "limit": args.limit,
-              "n_valid": args.n_valid, "n_train": len(data.x), "quick": args.quick, "config": trainer.config,
-              "schedule": trainer.schedule, "retests": args.retests, "epochs_requested": args.epochs}
+              "n_valid": args.n_valid, "fold": args.fold, "no_test": args.no_test, "n_train": len(data.x),
+              "quick": args.quick, "config": trainer.config, "schedule": trainer.schedule, "retests": args.retests,
+              "epochs_requested": args.epochs}
     return os.path.join(args.out, run_name(result) + ".json")
 
 
@@ -837,6 +851,10 @@ def parse(argv=None):
     p.add_argument("--dataset", default="mnist", help=f"one of {datasets.DATASETS}")
     p.add_argument("--data-dir", help="dataset directory (default: $SDNN_DATA, then a per-user cache)")
     p.add_argument("--n-valid", type=int, help="validation images carved from the end of the training set")
+    p.add_argument("--fold", metavar="I/K", help="validate on the I-th of K equal blocks of the whole training "
+                   "set and train on the rest (k-fold cross-validation; instead of --n-valid)")
+    p.add_argument("--no-test", action="store_true", help="leave the test set out of the run (tuning runs: "
+                   "only the validation split is seen)")
     p.add_argument("--hidden", type=int, nargs="*", default=[500], help="hidden layer sizes, e.g. 500 100")
     p.add_argument("--epochs", type=int, help="training epochs (default 10; a figure's own default)")
     p.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE", help="set fields of the rule's "
@@ -879,6 +897,15 @@ def parse(argv=None):
             p.error(f"{flag} is an option of --train {rule}; it does nothing here")
     if args.train == "sdnn" and args.preset is None:
         args.preset = "paper"
+    if args.fold is not None:
+        i, _, k = args.fold.partition("/")
+        if not (i.isdigit() and k.isdigit() and 1 <= int(i) <= int(k) and int(k) >= 2):
+            p.error(f"--fold {args.fold}: give I/K with 1 <= I <= K and K >= 2, e.g. --fold 1/5")
+        if args.n_valid is not None:
+            p.error("--fold and --n-valid: give one of them (--fold I/K chooses the validation images)")
+        args.fold = [int(i), int(k)]
+    if args.no_test and (args.retests or args.diagnose):
+        p.error("--no-test leaves the test set out: --retests and --diagnose need it")
     if args.seeds is not None and args.seeds <= 0:
         p.error(f"--seeds {args.seeds}: must be a positive number of seeds")
     if args.retests < 0:

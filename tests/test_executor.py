@@ -1,0 +1,61 @@
+"""Many runs at once: cross-validation folds and test-free tuning runs, the local executor (kill and
+relaunch) and the Dask executor (the same results as the local one)."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+import datasets
+import experiments
+
+
+def test_folds_partition_the_whole_training_set(tmp_path):
+    """--fold I/K validates on the I-th of K contiguous blocks of the whole training set (train + the usual
+    validation images) and trains on the rest: over I = 1..K every training image is validated on once."""
+    x_all, y_all = datasets.load("digits", n_valid=0)["train"]          # 1,297 images
+    seen = []
+    for i in range(1, 4):
+        data = experiments.load_split(experiments.parse(["--train", "bp", "--dataset", "digits", "--fold", f"{i}/3"]))
+        a, b = [0, 432, 864, 1297][i - 1:i + 1]                          # floor(n * i / 3), by hand
+        np.testing.assert_array_equal(data.x_val, x_all[a:b])
+        np.testing.assert_array_equal(data.x, np.concatenate([x_all[:a], x_all[b:]]))
+        np.testing.assert_array_equal(data.y, np.concatenate([y_all[:a], y_all[b:]]))
+        assert len(data.x_test) == 500                                   # the test set is untouched
+        seen.append(data.y_val)
+    np.testing.assert_array_equal(np.concatenate(seen), y_all)
+
+
+def test_no_test_run_never_sees_the_test_set_and_gets_its_own_name(tmp_path):
+    argv = ["--train", "bp", "--dataset", "digits", "--epochs", "2", "--out", str(tmp_path), "--quiet"]
+    data = experiments.load_split(experiments.parse([*argv, "--no-test"]))
+    assert len(data.x_test) == 0 and data.n_out == 10
+    experiments.main([*argv, "--no-test"])
+    path = experiments.run_path([*argv, "--no-test"])
+    res = json.load(open(path))
+    assert res["test_error"] == [None, None] and all(0 < v < 1 for v in res["val_error"])
+    names = {path, experiments.run_path(argv), experiments.run_path([*argv, "--fold", "1/3"]),
+             experiments.run_path([*argv, "--fold", "2/3"])}
+    assert len(names) == 4                                               # four runs, four files
+    # the same result without the new keys is named as the plain run: old runs keep their names
+    plain = {k: v for k, v in res.items() if k not in ("fold", "no_test")}
+    assert experiments.run_name(plain) == os.path.basename(experiments.run_path(argv))[:-5]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--fold", "0/3"], "--fold 0/3: give I/K"),
+    (["--fold", "4/3"], "--fold 4/3: give I/K"),
+    (["--fold", "1/1"], "--fold 1/1: give I/K"),
+    (["--fold", "a/b"], "--fold a/b: give I/K"),
+    (["--fold", "1/3", "--n-valid", "100"], "--fold and --n-valid: give one of them"),
+])
+def test_bad_fold_is_refused_with_the_fix(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        experiments.parse(["--train", "bp", *argv])
+    assert message in capsys.readouterr().err
+
+
+def test_no_test_refuses_options_that_need_the_test_set(capsys):
+    with pytest.raises(SystemExit):
+        experiments.parse(["--train", "sdnn", "--no-test", "--retests", "3"])
+    assert "--no-test leaves the test set out" in capsys.readouterr().err
