@@ -16,6 +16,7 @@ figures.py, studies and benchmarks in studies.py; this file owns the command lin
 import argparse
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -208,24 +209,32 @@ def finite_or_raise(model):
 
 
 @contextlib.contextmanager
-def saved_on_interrupt(result, path):
-    """Ctrl-C or SIGTERM ends the epochs; the result of the finished epochs is written to path."""
+def sigterm_as_interrupt():
+    """SIGTERM (kill) raises KeyboardInterrupt, as Ctrl-C does; outside the main thread it is left alone."""
     def term(signum, frame):
         raise KeyboardInterrupt
     try:
         previous = signal.signal(signal.SIGTERM, term)
-    except ValueError:           # not the main thread: leave SIGTERM alone
+    except ValueError:           # not the main thread
         previous = None
     try:
         yield
-    except KeyboardInterrupt:
-        result["interrupted"] = True
-        save_json(result, path)
-        print(f"interrupted after {result['epochs']} epochs; saved them to {path} (--resume continues)",
-              file=sys.stderr)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def saved_on_interrupt(result, path):
+    """Ctrl-C or SIGTERM ends the epochs; the result of the finished epochs is written to path."""
+    with sigterm_as_interrupt():
+        try:
+            yield
+        except KeyboardInterrupt:
+            result["interrupted"] = True
+            save_json(result, path)
+            print(f"interrupted after {result['epochs']} epochs; saved them to {path} (--resume continues)",
+                  file=sys.stderr)
 
 
 def progress(total, desc, quiet):
@@ -724,7 +733,7 @@ def run_path(argv):
     args = parse(argv)
     if args.json:
         return args.json
-    data = load_split(args)
+    data = cached_split(*(getattr(args, k) for k in SPLIT_ARGS))
     trainer = TRAINERS[args.train](args, data, np.random.default_rng(args.seed))
     result = {"rule": args.train, "dataset": args.dataset, "seed": args.seed, "limit": args.limit,
               "n_valid": args.n_valid, "fold": args.fold, "no_test": args.no_test, "n_train": len(data.x),
@@ -733,52 +742,85 @@ def run_path(argv):
     return os.path.join(args.out, run_name(result) + ".json")
 
 
-def run_all(argvs, workers=None, quiet=False):
+SPLIT_ARGS = ("dataset", "data_dir", "n_valid", "fold", "no_test", "limit", "quick")   # what load_split reads
+
+
+@functools.lru_cache(maxsize=1)      # run_all names many runs on one dataset: load it once
+def cached_split(*values):
+    return load_split(argparse.Namespace(**dict(zip(SPLIT_ARGS, values))))
+
+
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+
+
+def finished_run(argv, path):
+    """The result at path if that run needs no more work (finished, at least ARGV's --epochs), else None."""
+    try:
+        with open(path) as f:
+            result = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return result if result.get("finished") and result["epochs"] >= parse(argv).epochs else None
+
+
+def run_all(argvs, workers=None, quiet=False, scheduler=None):
     """Run `python experiments.py ARGV --resume --quiet` for every --train ARGV, `workers` at a time (default:
-    one per core), each process with one thread and its log beside its JSON. A finished run is not run
-    again; an interrupted one resumes. Returns the results in order; a failed run's result is
-    {"error": the end of its log}, and the others go on."""
+    one per core), each process with one thread and its log beside its JSON; with `scheduler`, the address
+    of a Dask scheduler (tcp://HOST:PORT), on that cluster's workers instead (cluster.py). A finished run is
+    not run again, an interrupted one resumes, a run listed twice runs once. Returns the results in order; a
+    failed run's result is {"error": the end of its log, "command": argv}, and the others go on."""
     paths = [run_path(a) for a in argvs]
-
-    def finished(argv, path):     # the result of a run that needs no more work, else None
-        try:
-            with open(path) as f:
-                result = json.load(f)
-        except (OSError, ValueError):
-            return None
-        return result if result.get("finished") and result["epochs"] >= parse(argv).epochs else None
-
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               NUMBA_NUM_THREADS="1")
-    script, todo, running = os.path.abspath(__file__), list(zip(argvs, paths)), []
-    workers = workers or os.cpu_count() or 1
-    with progress(len(todo), "runs", quiet) as bar:
-        while todo or running:
-            while todo and len(running) < workers:
-                argv, path = todo.pop(0)
-                if finished(argv, path):
-                    bar.update(1)
-                    continue
-                writable(path)
-                log = open(os.path.splitext(path)[0] + ".log", "a")
-                print(f"run: python experiments.py {' '.join(argv)}", flush=True)
-                running.append((subprocess.Popen([sys.executable, script, *argv, "--resume", "--quiet"],
-                                                 stdout=log, stderr=subprocess.STDOUT, env=env), log))
-            time.sleep(0.2)
-            for proc, log in [r for r in running if r[0].poll() is not None]:
-                running.remove((proc, log))
-                log.close()
-                bar.update(1)
+    todo = {p: a for a, p in zip(argvs, paths) if not finished_run(a, p)}     # one entry per run
+    if scheduler:
+        import cluster
+        errors = cluster.run_on(scheduler, list(todo.items()), quiet)
+    else:
+        errors = run_local(list(todo.items()), workers, quiet)
     results = []
     for argv, path in zip(argvs, paths):
-        if result := finished(argv, path):
+        if result := finished_run(argv, path):
             results.append(dict(result, path=path))
         else:
-            with open(os.path.splitext(path)[0] + ".log") as f:
-                tail = f.read()[-2000:]
+            try:
+                with open(os.path.splitext(path)[0] + ".log") as f:
+                    tail = f.read()[-2000:]
+            except OSError:
+                tail = errors.get(path, "no log")
             print(f"run failed: python experiments.py {' '.join(argv)}\n{tail}", file=sys.stderr)
             results.append({"error": tail, "command": argv})
     return results
+
+
+def run_local(todo, workers, quiet):
+    """run_all on this machine: (path, argv) pairs, `workers` processes at a time. Ctrl-C or SIGTERM stops
+    the runs under way (each saves its finished epochs: a relaunch resumes them). Returns {} (no errors
+    beyond the runs' logs)."""
+    todo, running = list(todo), []
+    workers = workers or os.cpu_count() or 1
+    try:
+        with sigterm_as_interrupt(), progress(len(todo), "runs", quiet) as bar:
+            while todo or running:
+                while todo and len(running) < workers:
+                    path, argv = todo.pop(0)
+                    writable(path)
+                    log = open(os.path.splitext(path)[0] + ".log", "a")
+                    print(f"run: python experiments.py {' '.join(argv)}", flush=True)
+                    running.append((subprocess.Popen([sys.executable, os.path.abspath(__file__), *argv, "--resume",
+                                                      "--quiet"], stdout=log, stderr=subprocess.STDOUT,
+                                                     env=dict(os.environ, **ONE_THREAD)), log))
+                time.sleep(0.2)
+                for proc, log in [r for r in running if r[0].poll() is not None]:
+                    running.remove((proc, log))
+                    log.close()
+                    bar.update(1)
+    finally:                    # interrupted (or failed here): the runs save their epochs on SIGTERM
+        for proc, _ in running:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc, log in running:
+            proc.wait()
+            log.close()
+    return {}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -903,7 +945,7 @@ def parse(argv=None):
             p.error(f"--fold {args.fold}: give I/K with 1 <= I <= K and K >= 2, e.g. --fold 1/5")
         if args.n_valid is not None:
             p.error("--fold and --n-valid: give one of them (--fold I/K chooses the validation images)")
-        args.fold = [int(i), int(k)]
+        args.fold = (int(i), int(k))
     if args.no_test and (args.retests or args.diagnose):
         p.error("--no-test leaves the test set out: --retests and --diagnose need it")
     if args.seeds is not None and args.seeds <= 0:

@@ -2,12 +2,18 @@
 relaunch) and the Dask executor (the same results as the local one)."""
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 
 import datasets
 import experiments
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_folds_partition_the_whole_training_set(tmp_path):
@@ -59,3 +65,44 @@ def test_no_test_refuses_options_that_need_the_test_set(capsys):
     with pytest.raises(SystemExit):
         experiments.parse(["--train", "sdnn", "--no-test", "--retests", "3"])
     assert "--no-test leaves the test set out" in capsys.readouterr().err
+
+
+def _sweep(out, epochs=40):
+    """Three small runs (bp on the digits, 100 minibatches per epoch, each epoch saved)."""
+    return [["--train", "bp", "--dataset", "digits", "--hidden", "32", "--batch", "10", "--epochs", str(epochs),
+             "--lr", str(lr), "--out", str(out)] for lr in (1e-3, 2e-3, 3e-3)]
+
+
+def test_a_killed_sweep_relaunched_runs_only_the_unfinished_runs(tmp_path, capsys):
+    """Kill the sweep (SIGTERM to run_all) while its second run is under way: the relaunch does not run the
+    first again, resumes the second from its checkpoint, starts the third, and the resumed run ends as an
+    uninterrupted one does."""
+    argvs = _sweep(tmp_path)
+    paths = [experiments.run_path(a) for a in argvs]
+    driver = subprocess.Popen([sys.executable, "-c", "import experiments; experiments.run_all("
+                               f"{argvs!r}, workers=1, quiet=True)"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def epochs(path):
+        try:
+            return json.load(open(path))["epochs"]
+        except (OSError, ValueError, KeyError):
+            return 0
+    deadline = time.time() + 300
+    while not (epochs(paths[0]) == 40 and 5 <= epochs(paths[1]) < 40) and time.time() < deadline:
+        assert driver.poll() is None, "the sweep ended before it could be killed"
+        time.sleep(0.02)
+    driver.send_signal(signal.SIGTERM)
+    assert driver.wait(timeout=60) != 0
+    killed_at = json.load(open(paths[1]))
+    assert killed_at["interrupted"] and 5 <= killed_at["epochs"] < 40 and not os.path.exists(paths[2])
+    first_log = open(paths[0][:-5] + ".log").read()
+
+    capsys.readouterr()
+    results = experiments.run_all(argvs, workers=1, quiet=True)
+    launched = [line for line in capsys.readouterr().out.splitlines() if line.startswith("run: ")]
+    assert launched == [f"run: python experiments.py {' '.join(a)}" for a in argvs[1:]]     # not the first
+    assert open(paths[0][:-5] + ".log").read() == first_log
+    assert f"{killed_at['epochs']} epochs done" in open(paths[1][:-5] + ".log").read()      # resumed there
+    assert all(r["finished"] and r["epochs"] == 40 for r in results)
+    fresh = experiments.run_all(_sweep(tmp_path / "fresh")[1:2], quiet=True)[0]            # never interrupted
+    assert results[1]["test_error"] == fresh["test_error"] and results[1]["val_error"] == fresh["val_error"]
