@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -771,7 +772,7 @@ def run_all(argvs, workers=None, quiet=False, scheduler=None):
     failed run's result is {"error": the end of its log, "command": argv}, and the others go on."""
     paths = [run_path(a) for a in argvs]
     todo = {p: a for a, p in zip(argvs, paths) if not finished_run(a, p)}     # one entry per run
-    if scheduler:
+    if todo and scheduler:
         import cluster
         errors = cluster.run_on(scheduler, list(todo.items()), quiet)
     else:
@@ -858,9 +859,10 @@ def draw(args, kind):
             raise ValueError(f"--set: study {name} has no model config to set")
         cfg = figures.FigConfig(dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs_given,
                                 seed=args.seed, model=model, preset=args.preset, set=tuple(args.set or ()),
-                                seeds=args.seeds, runs=os.path.join(args.out, "runs"))
+                                seeds=args.seeds, runs=os.path.join(args.out, "runs"), scheduler=args.scheduler)
         data = compute(cfg, np.random.default_rng(args.seed), args.quick)
-        meta = {"config": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "model"},
+        meta = {"config": {k: v for k, v in dataclasses.asdict(cfg).items()      # not the cluster's address
+                           if k not in ("model", "scheduler")},
                 "model": config_json(model) if model is not None else None,
                 "quick": args.quick, "command": sys.argv[1:]}
         print(f"wrote {figures.save_data(data, stem, meta)}")
@@ -920,6 +922,8 @@ def parse(argv=None):
                    "settings find the same file)")
     p.add_argument("--out", default="results", help="directory for results and figures")
     p.add_argument("--seeds", type=int, help="training figures: seeds per condition (default 2; 1 with --quick)")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="send the runs of a figure or study to this "
+                   "Dask scheduler's workers (pip install \"dask[distributed]\"; see cluster.py)")
     p.add_argument("--quick", action="store_true", help="a small, fast version (smoke tests)")
     p.add_argument("--replot", action="store_true", help="redraw a figure from saved data (or reference/)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -946,6 +950,11 @@ def parse(argv=None):
         if args.n_valid is not None:
             p.error("--fold and --n-valid: give one of them (--fold I/K chooses the validation images)")
         args.fold = (int(i), int(k))
+    if args.scheduler and not re.fullmatch(r"[a-z]+://\S+:\d+", args.scheduler):
+        p.error(f"--scheduler {args.scheduler}: give the scheduler's address, tcp://HOST:PORT (the one "
+                "`dask scheduler` prints; port 8786 by default)")
+    if args.scheduler and args.fig is None and args.study is None:
+        p.error("--scheduler sends the runs of --fig or --study to a Dask cluster; it does nothing here")
     if args.no_test and (args.retests or args.diagnose):
         p.error("--no-test leaves the test set out: --retests and --diagnose need it")
     if args.seeds is not None and args.seeds <= 0:

@@ -36,6 +36,7 @@ class FigConfig:
     seeds: int | None = None        # training figures: seeds per condition (None: 2, or 1 with quick)
     runs: str = "results/runs"      # training figures: where their runs' JSONs and checkpoints live
     workers: int | None = None      # training figures: runs at once (None: one per core)
+    scheduler: str | None = None    # runs on this Dask scheduler's workers (tcp://HOST:PORT) instead of here
 
 
 # The demo notebook of Krotov & Hopfield (2019), DimaKrotov/Biological_Learning: 100 units, p = 2, k = 2,
@@ -353,7 +354,7 @@ def sdnn_runs(cfg, quick, conditions):
             argvs.append(argv)
             labels.append(label)
     results = {label: [] for label in conditions}
-    for label, result in zip(labels, experiments.run_all(argvs, cfg.workers)):
+    for label, result in zip(labels, experiments.run_all(argvs, cfg.workers, scheduler=cfg.scheduler)):
         if "error" not in result:
             results[label].append(result)
     missing = [label for label, runs in results.items() if not runs]

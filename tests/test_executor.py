@@ -16,6 +16,11 @@ import experiments
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
 def test_folds_partition_the_whole_training_set(tmp_path):
     """--fold I/K validates on the I-th of K contiguous blocks of the whole training set (train + the usual
     validation images) and trains on the rest: over I = 1..K every training image is validated on once."""
@@ -38,7 +43,7 @@ def test_no_test_run_never_sees_the_test_set_and_gets_its_own_name(tmp_path):
     assert len(data.x_test) == 0 and data.n_out == 10
     experiments.main([*argv, "--no-test"])
     path = experiments.run_path([*argv, "--no-test"])
-    res = json.load(open(path))
+    res = json.loads(read(path))
     assert res["test_error"] == [None, None] and all(0 < v < 1 for v in res["val_error"])
     names = {path, experiments.run_path(argv), experiments.run_path([*argv, "--fold", "1/3"]),
              experiments.run_path([*argv, "--fold", "2/3"])}
@@ -79,12 +84,12 @@ def test_a_killed_sweep_relaunched_runs_only_the_unfinished_runs(tmp_path, capsy
     uninterrupted one does."""
     argvs = _sweep(tmp_path)
     paths = [experiments.run_path(a) for a in argvs]
-    driver = subprocess.Popen([sys.executable, "-c", "import experiments; experiments.run_all("
-                               f"{argvs!r}, workers=1, quiet=True)"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    code = f"import experiments; experiments.run_all({argvs!r}, workers=1, quiet=True)"
+    driver = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def epochs(path):
         try:
-            return json.load(open(path))["epochs"]
+            return json.loads(read(path))["epochs"]
         except (OSError, ValueError, KeyError):
             return 0
     deadline = time.time() + 300
@@ -93,16 +98,56 @@ def test_a_killed_sweep_relaunched_runs_only_the_unfinished_runs(tmp_path, capsy
         time.sleep(0.02)
     driver.send_signal(signal.SIGTERM)
     assert driver.wait(timeout=60) != 0
-    killed_at = json.load(open(paths[1]))
+    killed_at = json.loads(read(paths[1]))
     assert killed_at["interrupted"] and 5 <= killed_at["epochs"] < 40 and not os.path.exists(paths[2])
-    first_log = open(paths[0][:-5] + ".log").read()
+    first_log = read(paths[0][:-5] + ".log")
 
     capsys.readouterr()
     results = experiments.run_all(argvs, workers=1, quiet=True)
     launched = [line for line in capsys.readouterr().out.splitlines() if line.startswith("run: ")]
     assert launched == [f"run: python experiments.py {' '.join(a)}" for a in argvs[1:]]     # not the first
-    assert open(paths[0][:-5] + ".log").read() == first_log
-    assert f"{killed_at['epochs']} epochs done" in open(paths[1][:-5] + ".log").read()      # resumed there
+    assert read(paths[0][:-5] + ".log") == first_log
+    assert f"{killed_at['epochs']} epochs done" in read(paths[1][:-5] + ".log")      # resumed there
     assert all(r["finished"] and r["epochs"] == 40 for r in results)
     fresh = experiments.run_all(_sweep(tmp_path / "fresh")[1:2], quiet=True)[0]            # never interrupted
     assert results[1]["test_error"] == fresh["test_error"] and results[1]["val_error"] == fresh["val_error"]
+
+
+def test_a_sweep_on_a_dask_cluster_gives_the_local_executors_results(tmp_path, capsys):
+    """The same runs through a Dask LocalCluster of 2 single-threaded worker processes and through the local
+    executor: the same per-run errors, bit for bit, and the JSONs written under the client's --out."""
+    distributed = pytest.importorskip("distributed")
+    argvs = {where: [*_sweep(tmp_path / where, epochs=3),
+                     ["--train", "sdnn", "--dataset", "digits", "--hidden", "20", "--set", "etas=0.2,0.2",
+                      "--limit", "300", "--epochs", "2", "--out", str(tmp_path / where)]]
+             for where in ("local", "dask")}
+    local = experiments.run_all(argvs["local"], quiet=True)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as c:
+        remote = experiments.run_all(argvs["dask"], quiet=True, scheduler=c.scheduler_address)
+        assert capsys.readouterr().out.count(f"run on {c.scheduler_address}: ") == 4
+        starts = {read(r["path"][:-5] + ".log").count("epoch   1 ") for r in remote}
+    assert starts == {1}                                         # each run ran once
+    for a, b in zip(local, remote):
+        assert "error" not in a and "error" not in b
+        assert os.path.basename(a["path"]) == os.path.basename(b["path"]) and b["path"].startswith(str(tmp_path / "dask"))
+        for key in ("train_error", "val_error", "test_error", "config", "n_train"):
+            assert a[key] == b[key], key
+    again = experiments.run_all(argvs["dask"], quiet=True, scheduler="tcp://127.0.0.1:1")   # all finished:
+    assert [r["test_error"] for r in again] == [r["test_error"] for r in remote]            # no cluster needed
+
+
+def test_scheduler_errors_name_the_fix(tmp_path, capsys, monkeypatch):
+    with pytest.raises(SystemExit):
+        experiments.parse(["--fig", "6", "--scheduler", "localhost"])
+    assert "give the scheduler's address, tcp://HOST:PORT" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        experiments.parse(["--train", "bp", "--scheduler", "tcp://localhost:8786"])
+    assert "it does nothing here" in capsys.readouterr().err
+    argv = _sweep(tmp_path, epochs=1)[:1]
+    monkeypatch.setitem(sys.modules, "distributed", None)          # as if not installed: import fails
+    with pytest.raises(ValueError, match=r'pip install "dask\[distributed\]"'):
+        experiments.run_all(argv, scheduler="tcp://127.0.0.1:1")
+    monkeypatch.undo()
+    pytest.importorskip("distributed")
+    with pytest.raises(ValueError, match="no Dask scheduler answers there.*dask scheduler"):
+        experiments.run_all(argv, scheduler="tcp://127.0.0.1:1")
