@@ -45,20 +45,33 @@ def task():
     return run_task
 
 
-def run_on(address, todo, quiet):
-    """Run every (path, argv) of todo on the cluster at address, write each run's JSON and log at its path
-    here; returns {path: error} for the tasks that failed (a worker lost, the task raised)."""
+def connect(address):
+    """A distributed.Client of the scheduler at address, or a ValueError that says what to do."""
     try:
-        from distributed import Client, as_completed
+        from distributed import Client
     except ImportError:
         raise ValueError(f"--scheduler needs the dask distributed package: {INSTALL}") from None
-    import experiments
-    from figures import atomic_write
     try:
-        client = Client(address, timeout="10s")
+        return Client(address, timeout="10s")
     except (OSError, TimeoutError) as err:
         raise ValueError(f"--scheduler {address}: no Dask scheduler answers there ({err}); start one with "
                          f"`dask scheduler` and workers with `dask worker {address}`") from None
+
+
+def slots(address):
+    """How many runs the cluster at address runs at once: its workers' threads."""
+    with connect(address) as client:
+        return max(1, sum(client.nthreads().values()))
+
+
+def run_on(address, todo, quiet):
+    """Run every (path, argv) of todo on the cluster at address, write each run's JSON and log at its path
+    here; returns {path: error} for the tasks that failed (a worker lost, the task raised)."""
+    client = connect(address)
+    from distributed import as_completed
+
+    import experiments
+    from figures import atomic_write
     commit, errors, run_task = experiments.versions()["commit"], {}, task()
     with client, experiments.progress(len(todo), "runs", quiet) as bar:
         futures = {}

@@ -859,10 +859,11 @@ def draw(args, kind):
             raise ValueError(f"--set: study {name} has no model config to set")
         cfg = figures.FigConfig(dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs_given,
                                 seed=args.seed, model=model, preset=args.preset, set=tuple(args.set or ()),
-                                seeds=args.seeds, runs=os.path.join(args.out, "runs"), scheduler=args.scheduler)
+                                seeds=args.seeds, runs=os.path.join(args.out, "runs"), scheduler=args.scheduler,
+                                storage=args.storage, folds=args.folds)
         data = compute(cfg, np.random.default_rng(args.seed), args.quick)
-        meta = {"config": {k: v for k, v in dataclasses.asdict(cfg).items()      # not the cluster's address
-                           if k not in ("model", "scheduler")},
+        meta = {"config": {k: v for k, v in dataclasses.asdict(cfg).items()     # not the cluster's address nor
+                           if k not in ("model", "scheduler", "storage")},          # the database's (passwords)
                 "model": config_json(model) if model is not None else None,
                 "quick": args.quick, "command": sys.argv[1:]}
         print(f"wrote {figures.save_data(data, stem, meta)}")
@@ -924,6 +925,10 @@ def parse(argv=None):
     p.add_argument("--seeds", type=int, help="training figures: seeds per condition (default 2; 1 with --quick)")
     p.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="send the runs of a figure or study to this "
                    "Dask scheduler's workers (pip install \"dask[distributed]\"; see cluster.py)")
+    p.add_argument("--storage", metavar="URL", help="--study robustness: Optuna's database, shared by several "
+                   "machines (e.g. postgresql://user@host/db; default: a journal file under --out)")
+    p.add_argument("--folds", type=int, metavar="K", help="--study robustness: also cross-validate the best "
+                   "configurations on K folds of the training set")
     p.add_argument("--quick", action="store_true", help="a small, fast version (smoke tests)")
     p.add_argument("--replot", action="store_true", help="redraw a figure from saved data (or reference/)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -955,6 +960,13 @@ def parse(argv=None):
                 "`dask scheduler` prints; port 8786 by default)")
     if args.scheduler and args.fig is None and args.study is None:
         p.error("--scheduler sends the runs of --fig or --study to a Dask cluster; it does nothing here")
+    if (args.storage or args.folds is not None) and args.study != "robustness":
+        p.error("--storage and --folds are options of --study robustness; they do nothing here")
+    if args.folds is not None and args.folds < 2:
+        p.error(f"--folds {args.folds}: cross-validation needs K >= 2 folds (e.g. --folds 5)")
+    if args.storage and "://" not in args.storage:
+        p.error(f"--storage {args.storage}: give a database URL, e.g. postgresql://user@host/db or "
+                "sqlite:///robustness.db (without --storage: a journal file under --out)")
     if args.no_test and (args.retests or args.diagnose):
         p.error("--no-test leaves the test set out: --retests and --diagnose need it")
     if args.seeds is not None and args.seeds <= 0:

@@ -37,6 +37,8 @@ class FigConfig:
     runs: str = "results/runs"      # training figures: where their runs' JSONs and checkpoints live
     workers: int | None = None      # training figures: runs at once (None: one per core)
     scheduler: str | None = None    # runs on this Dask scheduler's workers (tcp://HOST:PORT) instead of here
+    storage: str | None = None      # --study robustness: Optuna's database URL (None: a journal file)
+    folds: int | None = None        # --study robustness: cross-validate the best configurations on K folds
 
 
 # The demo notebook of Krotov & Hopfield (2019), DimaKrotov/Biological_Learning: 100 units, p = 2, k = 2,
