@@ -16,10 +16,12 @@ figures.py, studies and benchmarks in studies.py; this file owns the command lin
 import argparse
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -195,7 +197,8 @@ def restore(ckpt, trainer, rng, result):
     if saved.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"--resume: {ckpt} was written by another version of this code (checkpoint format "
                          f"{saved.get('format')}, this code reads {CHECKPOINT_FORMAT}); start the run again")
-    keys = ("rule", "dataset", "hidden", "seed", "limit", "n_valid", "n_train", "config", "schedule")
+    keys = ("rule", "dataset", "hidden", "seed", "limit", "n_valid", "fold", "no_test", "n_train", "config",
+            "schedule")
     other = [k for k in keys if saved["result"].get(k) != result.get(k)]
     if other:
         raise ValueError(f"--resume: {ckpt} is a run with other settings ({', '.join(other)}); "
@@ -222,24 +225,32 @@ def finite_or_raise(model):
 
 
 @contextlib.contextmanager
-def saved_on_interrupt(result, path):
-    """Ctrl-C or SIGTERM ends the epochs; the result of the finished epochs is written to path."""
+def sigterm_as_interrupt():
+    """SIGTERM (kill) raises KeyboardInterrupt, as Ctrl-C does; outside the main thread it is left alone."""
     def term(signum, frame):
         raise KeyboardInterrupt
     try:
         previous = signal.signal(signal.SIGTERM, term)
-    except ValueError:           # not the main thread: leave SIGTERM alone
+    except ValueError:           # not the main thread
         previous = None
     try:
         yield
-    except KeyboardInterrupt:
-        result["interrupted"] = True
-        save_json(result, path)
-        print(f"interrupted after {result['epochs']} epochs; saved them to {path} (--resume continues)",
-              file=sys.stderr)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def saved_on_interrupt(result, path):
+    """Ctrl-C or SIGTERM ends the epochs; the result of the finished epochs is written to path."""
+    with sigterm_as_interrupt():
+        try:
+            yield
+        except KeyboardInterrupt:
+            result["interrupted"] = True
+            save_json(result, path)
+            print(f"interrupted after {result['epochs']} epochs; saved them to {path} (--resume continues)",
+                  file=sys.stderr)
 
 
 def progress(total, desc, quiet):
@@ -264,9 +275,10 @@ def summarize(result):
     val = [v for v in result["val_error"] if v is not None]
     if len(val) == len(result["val_error"]) and val:
         best = int(np.argmin(val))
-        result.update(best_val_epoch=best + 1, test_error_at_best_val=result["test_error"][best])
-        print(f"lowest val error {100 * val[best]:.2f}% at epoch {best + 1}: "
-              f"test error {100 * result['test_error'][best]:.2f}% there")
+        test = result["test_error"][best]
+        result.update(best_val_epoch=best + 1, test_error_at_best_val=test)
+        print(f"lowest val error {100 * val[best]:.2f}% at epoch {best + 1}"
+              + ("" if test is None else f": test error {100 * test:.2f}% there"))
     return result
 
 
@@ -397,6 +409,8 @@ def sdnn_trainer(cfg, sched, data, rng, epochs, retests=0, name="sdnn", diagnose
         return out
 
     def start(m):             # the paper tests once before training
+        if not len(data.y_test):                          # --no-test
+            return {}
         err = test(m, data.x_test, data.y_test)
         print(f"initial test error {100 * err:.2f}%")
         return {"initial_test_error": err}
@@ -580,15 +594,22 @@ def shorthands(args, lr="lr", batch="batch", instead=""):
 
 
 def load_split(args):
-    """--dataset with --n-valid validation images; --limit keeps the first N training images; --quick
-    keeps 2,000 training and 300 validation and test images."""
-    data = datasets.load(args.dataset, data_dir=args.data_dir, n_valid=args.n_valid)
+    """--dataset with --n-valid validation images, or with --fold I/K the I-th of K equal blocks of the
+    whole training set (k-fold cross-validation without shuffling); --no-test leaves the test set out;
+    --limit keeps the first N training images; --quick keeps 2,000 training and 300 validation and test images."""
+    data = datasets.load(args.dataset, data_dir=args.data_dir, n_valid=0 if args.fold else args.n_valid)
     (x, y), (x_val, y_val), (x_test, y_test) = data["train"], data["val"], data["test"]
+    if args.fold:
+        i, k = args.fold
+        a, b = (i - 1) * len(x) // k, i * len(x) // k
+        x, y, x_val, y_val = np.concatenate([x[:a], x[b:]]), np.concatenate([y[:a], y[b:]]), x[a:b], y[a:b]
+    if args.no_test:
+        x_test, y_test = x_test[:0], y_test[:0]
     if args.limit:
         x, y = x[:args.limit], y[:args.limit]
     if args.quick:
         x, y, x_val, y_val, x_test, y_test = x[:2000], y[:2000], x_val[:300], y_val[:300], x_test[:300], y_test[:300]
-    return Split(x, y, x_val, y_val, x_test, y_test, int(max(y.max(), y_test.max())) + 1)
+    return Split(x, y, x_val, y_val, x_test, y_test, int(max(y.max(), y_test.max(initial=0))) + 1)
 
 
 @register(TRAINERS, *baselines.RULES)
@@ -677,6 +698,7 @@ def run_name(result):
     cls = CONFIG_CLASSES.get(result["rule"], baselines.Config)
     defaults = {f.name: list(f.default) if isinstance(f.default, tuple) else f.default for f in dataclasses.fields(cls)}
     key = {k: result[k] for k in ("rule", "dataset", "n_train", "n_valid", "limit", "quick")}
+    key.update({k: result[k] for k in ("fold", "no_test") if result.get(k)})     # only when given: old names stay
     if result.get("retests"):
         key.update(retests=result["retests"], epochs=result["epochs_requested"])
     if result.get("dynamics_recorded"):       # only when given: runs without it keep their names
@@ -744,9 +766,10 @@ def train(args):
         trainer = studies.with_dynamics(args.train, trainer, data, args.seed, **(dict(blocks=4, n_probe=100)
                                                                                   if args.quick else {}))
     result = {"rule": args.train, "dataset": args.dataset, "hidden": list(args.hidden), "seed": args.seed,
-              "limit": args.limit, "n_valid": args.n_valid, "n_train": len(data.x), "quick": args.quick,
-              "n_classes": data.n_out, "retests": args.retests, "epochs_requested": args.epochs,
-              "command": args.argv, "config": trainer.config, "schedule": trainer.schedule, "versions": versions(), "epochs": 0, "train_error": [], "val_error": [], "test_error": [],
+              "limit": args.limit, "n_valid": args.n_valid, "fold": args.fold, "no_test": args.no_test,
+              "n_train": len(data.x), "quick": args.quick, "n_classes": data.n_out, "retests": args.retests,
+              "epochs_requested": args.epochs, "command": args.argv, "config": trainer.config,
+              "schedule": trainer.schedule, "versions": versions(), "epochs": 0, "train_error": [], "val_error": [], "test_error": [],
               "seconds_per_epoch": [], "eval_seconds_per_epoch": [], "diverged": False}
     if args.train == "sdnn":
         result["preset"] = args.preset
@@ -768,66 +791,101 @@ def run_path(argv):
     args = parse(argv)
     if args.json:
         return args.json
-    data = load_split(args)
+    data = cached_split(*(getattr(args, k) for k in SPLIT_ARGS))
     trainer = TRAINERS[args.train](args, data, np.random.default_rng(args.seed))
     result = {"rule": args.train, "dataset": args.dataset, "seed": args.seed, "limit": args.limit,
-              "n_valid": args.n_valid, "n_train": len(data.x), "quick": args.quick, "config": trainer.config,
-              "schedule": trainer.schedule, "retests": args.retests, "epochs_requested": args.epochs,
-              "dynamics_recorded": args.dynamics}
+              "n_valid": args.n_valid, "fold": args.fold, "no_test": args.no_test, "n_train": len(data.x),
+              "quick": args.quick, "config": trainer.config, "schedule": trainer.schedule, "retests": args.retests,
+              "epochs_requested": args.epochs, "dynamics_recorded": args.dynamics}
     return os.path.join(args.out, run_name(result) + ".json")
 
 
-def run_all(argvs, workers=None, quiet=False):
+SPLIT_ARGS = ("dataset", "data_dir", "n_valid", "fold", "no_test", "limit", "quick")   # what load_split reads
+
+
+@functools.lru_cache(maxsize=1)      # run_all names many runs on one dataset: load it once
+def cached_split(*values):
+    return load_split(argparse.Namespace(**dict(zip(SPLIT_ARGS, values))))
+
+
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+
+
+def finished_run(argv, path):
+    """The result at path if that run needs no more work (finished, at least ARGV's --epochs), else None."""
+    try:
+        with open(path) as f:
+            result = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return result if result.get("finished") and result["epochs"] >= parse(argv).epochs else None
+
+
+def run_all(argvs, workers=None, quiet=False, scheduler=None):
     """Run `python experiments.py ARGV --resume --quiet` for every --train ARGV, `workers` at a time (default:
-    one per core), each process with one thread and its log beside its JSON. A finished run is not run
-    again; an interrupted one resumes; one that another process is training (its .lock) is waited for.
-    Returns the results in order; a failed run's result is {"error": the end of its log}, and the others go on."""
+    one per core), each process with one thread and its log beside its JSON; with `scheduler`, the address
+    of a Dask scheduler (tcp://HOST:PORT), on that cluster's workers instead (cluster.py). A finished run is
+    not run again, an interrupted one resumes, a run listed twice runs once, a run that another process
+    is training (its .lock) is waited for. Returns the results in order; a
+    failed run's result is {"error": the end of its log, "command": argv}, and the others go on."""
     paths = [run_path(a) for a in argvs]
-
-    def finished(argv, path):     # the result of a run that needs no more work, else None
-        try:
-            with open(path) as f:
-                result = json.load(f)
-        except (OSError, ValueError):
-            return None
-        return result if result.get("finished") and result["epochs"] >= parse(argv).epochs else None
-
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               NUMBA_NUM_THREADS="1")
-    script, todo, running = os.path.abspath(__file__), list(zip(argvs, paths)), []
-    workers = workers or os.cpu_count() or 1
-    with progress(len(todo), "runs", quiet) as bar:
-        while todo or running:
-            while todo and len(running) < workers:
-                argv, path = todo.pop(0)
-                if finished(argv, path):
-                    bar.update(1)
-                    continue
-                if lock_holder(path):                  # trained elsewhere: wait for it
-                    running.append((None, None, path))
-                    continue
-                writable(path)
-                log = open(os.path.splitext(path)[0] + ".log", "a")
-                print(f"run: python experiments.py {' '.join(argv)}", flush=True)
-                running.append((subprocess.Popen([sys.executable, script, *argv, "--resume", "--quiet"],
-                                                 stdout=log, stderr=subprocess.STDOUT, env=env), log, path))
-            time.sleep(0.2)
-            for proc, log, path in list(running):
-                if (proc.poll() is not None) if proc else not lock_holder(path):
-                    running.remove((proc, log, path))
-                    if log:
-                        log.close()
-                    bar.update(1)
+    todo = {p: a for a, p in zip(argvs, paths) if not finished_run(a, p)}     # one entry per run
+    if todo and scheduler:
+        import cluster
+        errors = cluster.run_on(scheduler, list(todo.items()), quiet)
+    else:
+        errors = run_local(list(todo.items()), workers, quiet)
     results = []
     for argv, path in zip(argvs, paths):
-        if result := finished(argv, path):
+        if result := finished_run(argv, path):
             results.append(dict(result, path=path))
         else:
-            with open(os.path.splitext(path)[0] + ".log") as f:
-                tail = f.read()[-2000:]
+            try:
+                with open(os.path.splitext(path)[0] + ".log") as f:
+                    tail = f.read()[-2000:]
+            except OSError:
+                tail = errors.get(path, "no log")
             print(f"run failed: python experiments.py {' '.join(argv)}\n{tail}", file=sys.stderr)
             results.append({"error": tail, "command": argv})
     return results
+
+
+def run_local(todo, workers, quiet):
+    """run_all on this machine: (path, argv) pairs, `workers` processes at a time. Ctrl-C or SIGTERM stops
+    the runs under way (each saves its finished epochs: a relaunch resumes them). Returns {} (no errors
+    beyond the runs' logs)."""
+    todo, running = list(todo), []
+    workers = workers or os.cpu_count() or 1
+    try:
+        with sigterm_as_interrupt(), progress(len(todo), "runs", quiet) as bar:
+            while todo or running:
+                while todo and len(running) < workers:
+                    path, argv = todo.pop(0)
+                    if lock_holder(path):              # another process trains it: wait for that one
+                        running.append((None, None, path))
+                        continue
+                    writable(path)
+                    log = open(os.path.splitext(path)[0] + ".log", "a")
+                    print(f"run: python experiments.py {' '.join(argv)}", flush=True)
+                    running.append((subprocess.Popen([sys.executable, os.path.abspath(__file__), *argv, "--resume",
+                                                      "--quiet"], stdout=log, stderr=subprocess.STDOUT,
+                                                     env=dict(os.environ, **ONE_THREAD)), log, path))
+                time.sleep(0.2)
+                for proc, log, path in list(running):
+                    if (proc.poll() is not None) if proc else not lock_holder(path):
+                        running.remove((proc, log, path))
+                        if log:
+                            log.close()
+                        bar.update(1)
+    finally:                    # interrupted (or failed here): the runs save their epochs on SIGTERM
+        mine = [(proc, log) for proc, log, _ in running if proc]
+        for proc, _ in mine:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc, log in mine:
+            proc.wait()
+            log.close()
+    return {}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -876,9 +934,11 @@ def draw(args, kind):
             raise ValueError(f"--set: study {name} has no model config to set")
         cfg = figures.FigConfig(dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs_given,
                                 seed=args.seed, model=model, preset=args.preset, set=tuple(args.set or ()),
-                                seeds=args.seeds, runs=os.path.join(args.out, "runs"))
+                                seeds=args.seeds, runs=os.path.join(args.out, "runs"), scheduler=args.scheduler,
+                                storage=args.storage, folds=args.folds)
         data = compute(cfg, np.random.default_rng(args.seed), args.quick)
-        meta = {"config": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "model"},
+        meta = {"config": {k: v for k, v in dataclasses.asdict(cfg).items()     # not the cluster's address nor
+                           if k not in ("model", "scheduler", "storage")},          # the database's (passwords)
                 "model": config_json(model) if model is not None else None,
                 "quick": args.quick, "command": args.argv}
         print(f"wrote {figures.save_data(data, stem, meta)}")
@@ -911,6 +971,10 @@ def parse(argv=None):
     p.add_argument("--dataset", default="mnist", help=f"one of {datasets.DATASETS}")
     p.add_argument("--data-dir", help="dataset directory (default: $SDNN_DATA, then a per-user cache)")
     p.add_argument("--n-valid", type=int, help="validation images carved from the end of the training set")
+    p.add_argument("--fold", metavar="I/K", help="validate on the I-th of K equal blocks of the whole training "
+                   "set and train on the rest (k-fold cross-validation; instead of --n-valid)")
+    p.add_argument("--no-test", action="store_true", help="leave the test set out of the run (tuning runs: "
+                   "only the validation split is seen)")
     p.add_argument("--hidden", type=int, nargs="*", default=[500], help="hidden layer sizes, e.g. 500 100")
     p.add_argument("--epochs", type=int, help="training epochs (default 10; a figure's own default)")
     p.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE", help="set fields of the rule's "
@@ -937,6 +1001,12 @@ def parse(argv=None):
                    "settings find the same file)")
     p.add_argument("--out", default="results", help="directory for results and figures")
     p.add_argument("--seeds", type=int, help="training figures: seeds per condition (default 2; 1 with --quick)")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="send the runs of a figure or study to this "
+                   "Dask scheduler's workers (pip install \"dask[distributed]\"; see cluster.py)")
+    p.add_argument("--storage", metavar="URL", help="--study robustness: Optuna's database, shared by several "
+                   "machines (e.g. postgresql://user@host/db; default: a journal file under --out)")
+    p.add_argument("--folds", type=int, metavar="K", help="--study robustness: also cross-validate the best "
+                   "configurations on K folds of the training set")
     p.add_argument("--quick", action="store_true", help="a small, fast version (smoke tests)")
     p.add_argument("--replot", action="store_true", help="redraw a figure from saved data (or reference/)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -958,6 +1028,27 @@ def parse(argv=None):
         p.error("--dynamics is an option of --train RULE (the dynamics study passes it to its runs)")
     if args.train == "sdnn" and args.preset is None:
         args.preset = "paper"
+    if args.fold is not None:
+        i, _, k = args.fold.partition("/")
+        if not (i.isdigit() and k.isdigit() and 1 <= int(i) <= int(k) and int(k) >= 2):
+            p.error(f"--fold {args.fold}: give I/K with 1 <= I <= K and K >= 2, e.g. --fold 1/5")
+        if args.n_valid is not None:
+            p.error("--fold and --n-valid: give one of them (--fold I/K chooses the validation images)")
+        args.fold = (int(i), int(k))
+    if args.scheduler and not re.fullmatch(r"[a-z]+://\S+:\d+", args.scheduler):
+        p.error(f"--scheduler {args.scheduler}: give the scheduler's address, tcp://HOST:PORT (the one "
+                "`dask scheduler` prints; port 8786 by default)")
+    if args.scheduler and args.fig is None and args.study is None:
+        p.error("--scheduler sends the runs of --fig or --study to a Dask cluster; it does nothing here")
+    if (args.storage or args.folds is not None) and args.study != "robustness":
+        p.error("--storage and --folds are options of --study robustness; they do nothing here")
+    if args.folds is not None and args.folds < 2:
+        p.error(f"--folds {args.folds}: cross-validation needs K >= 2 folds (e.g. --folds 5)")
+    if args.storage and "://" not in args.storage:
+        p.error(f"--storage {args.storage}: give a database URL, e.g. postgresql://user@host/db or "
+                "sqlite:///robustness.db (without --storage: a journal file under --out)")
+    if args.no_test and (args.retests or args.diagnose):
+        p.error("--no-test leaves the test set out: --retests and --diagnose need it")
     if args.seeds is not None and args.seeds <= 0:
         p.error(f"--seeds {args.seeds}: must be a positive number of seeds")
     if args.retests < 0:

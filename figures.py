@@ -36,6 +36,9 @@ class FigConfig:
     seeds: int | None = None        # training figures: seeds per condition (None: 2, or 1 with quick)
     runs: str = "results/runs"      # training figures: where their runs' JSONs and checkpoints live
     workers: int | None = None      # training figures: runs at once (None: one per core)
+    scheduler: str | None = None    # runs on this Dask scheduler's workers (tcp://HOST:PORT) instead of here
+    storage: str | None = None      # --study robustness: Optuna's database URL (None: a journal file)
+    folds: int | None = None        # --study robustness: cross-validate the best configurations on K folds
 
 
 # The demo notebook of Krotov & Hopfield (2019), DimaKrotov/Biological_Learning: 100 units, p = 2, k = 2,
@@ -359,7 +362,7 @@ def sdnn_runs(cfg, quick, conditions):
     import experiments
     argvs, labels = run_argvs(cfg, quick, conditions)
     results = {label: [] for label in conditions}
-    for label, result in zip(labels, experiments.run_all(argvs, cfg.workers)):
+    for label, result in zip(labels, experiments.run_all(argvs, cfg.workers, scheduler=cfg.scheduler)):
         if "error" not in result:
             results[label].append(result)
     missing = [label for label, runs in results.items() if not runs]
