@@ -522,6 +522,15 @@ def check_marks(rows):
     return rows
 
 
+def as_saved(obj):
+    """obj as save_data + load_data give it back: tuples become lists (dicts and lists walked)."""
+    if isinstance(obj, dict):
+        return {k: as_saved(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [as_saved(v) for v in obj]
+    return obj
+
+
 def format_table(header, rows):
     """Rows of strings as a Markdown table."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -578,7 +587,7 @@ def complexity(cfg, rng, quick):
            "properties": baselines.PROPERTIES, "error_time": datasets_error_time(cfg)}
     out["tables"] = complexity_tables(out)
     print(out["tables"]["complexity"] + "\n\n" + out["tables"]["plausibility"])
-    return out
+    return as_saved(out)
 
 
 def complexity_tables(data):
@@ -892,7 +901,7 @@ def dynamics(cfg, rng, quick):
               f"{np.round(last['cka_bp_twin'], 3).tolist()}", flush=True)
     if not out["rules"]:
         raise ValueError(f"no dynamics run finished: see the logs in {cfg.runs}")
-    return out
+    return as_saved(out)
 
 
 def plot_dynamics(data):
@@ -1155,7 +1164,7 @@ def datasets_compute(cfg, rng, quick):
     out = datasets_study(cfg, rng, quick)
     out["tables"] = datasets_tables(out)
     print(out["tables"]["datasets"] + ("\n\n" + out["tables"]["own_architecture"] if out["own"] else ""))
-    return out
+    return as_saved(out)
 
 
 def plot_datasets(data):
@@ -1241,7 +1250,7 @@ def optimizers(cfg, rng, quick):
     out["tables"] = {"optimizers": format_table(["rule", *OPTIMIZER_RATES], [
         [rule] + [cell(out["table"][f"{rule} {opt}"]) for opt in OPTIMIZER_RATES] for rule in rules])}
     print(out["tables"]["optimizers"])
-    return out
+    return as_saved(out)
 
 
 def plot_optimizers(data):
