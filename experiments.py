@@ -751,9 +751,6 @@ def cached_split(*values):
     return load_split(argparse.Namespace(**dict(zip(SPLIT_ARGS, values))))
 
 
-ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
-
-
 def finished_run(argv, path):
     """The result at path if that run needs no more work (finished, at least ARGV's --epochs), else None."""
     try:
@@ -767,16 +764,14 @@ def finished_run(argv, path):
 def run_all(argvs, workers=None, quiet=False, scheduler=None):
     """Run `python experiments.py ARGV --resume --quiet` for every --train ARGV, `workers` at a time (default:
     one per core), each process with one thread and its log beside its JSON; with `scheduler`, the address
-    of a Dask scheduler (tcp://HOST:PORT), on that cluster's workers instead (cluster.py). A finished run is
+    of a Dask scheduler (tcp://HOST:PORT), on that cluster's workers instead (executor.py). A finished run is
     not run again, an interrupted one resumes, a run listed twice runs once. Returns the results in order; a
     failed run's result is {"error": the end of its log, "command": argv}, and the others go on."""
     paths = [run_path(a) for a in argvs]
     todo = {p: a for a, p in zip(argvs, paths) if not finished_run(a, p)}     # one entry per run
-    if todo and scheduler:
-        import cluster
-        errors = cluster.run_on(scheduler, list(todo.items()), quiet)
-    else:
-        errors = run_local(list(todo.items()), workers, quiet)
+    import executor
+    errors = (executor.run_on(scheduler, list(todo.items()), quiet) if todo and scheduler else
+              executor.run_local(list(todo.items()), workers, quiet))
     results = []
     for argv, path in zip(argvs, paths):
         if result := finished_run(argv, path):
@@ -790,38 +785,6 @@ def run_all(argvs, workers=None, quiet=False, scheduler=None):
             print(f"run failed: python experiments.py {' '.join(argv)}\n{tail}", file=sys.stderr)
             results.append({"error": tail, "command": argv})
     return results
-
-
-def run_local(todo, workers, quiet):
-    """run_all on this machine: (path, argv) pairs, `workers` processes at a time. Ctrl-C or SIGTERM stops
-    the runs under way (each saves its finished epochs: a relaunch resumes them). Returns {} (no errors
-    beyond the runs' logs)."""
-    todo, running = list(todo), []
-    workers = workers or os.cpu_count() or 1
-    try:
-        with sigterm_as_interrupt(), progress(len(todo), "runs", quiet) as bar:
-            while todo or running:
-                while todo and len(running) < workers:
-                    path, argv = todo.pop(0)
-                    writable(path)
-                    log = open(os.path.splitext(path)[0] + ".log", "a")
-                    print(f"run: python experiments.py {' '.join(argv)}", flush=True)
-                    running.append((subprocess.Popen([sys.executable, os.path.abspath(__file__), *argv, "--resume",
-                                                      "--quiet"], stdout=log, stderr=subprocess.STDOUT,
-                                                     env=dict(os.environ, **ONE_THREAD)), log))
-                time.sleep(0.2)
-                for proc, log in [r for r in running if r[0].poll() is not None]:
-                    running.remove((proc, log))
-                    log.close()
-                    bar.update(1)
-    finally:                    # interrupted (or failed here): the runs save their epochs on SIGTERM
-        for proc, _ in running:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc, log in running:
-            proc.wait()
-            log.close()
-    return {}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -924,7 +887,7 @@ def parse(argv=None):
     p.add_argument("--out", default="results", help="directory for results and figures")
     p.add_argument("--seeds", type=int, help="training figures: seeds per condition (default 2; 1 with --quick)")
     p.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="send the runs of a figure or study to this "
-                   "Dask scheduler's workers (pip install \"dask[distributed]\"; see cluster.py)")
+                   "Dask scheduler's workers (pip install \"dask[distributed]\"; see executor.py)")
     p.add_argument("--storage", metavar="URL", help="--study robustness: Optuna's database, shared by several "
                    "machines (e.g. postgresql://user@host/db; default: a journal file under --out)")
     p.add_argument("--folds", type=int, metavar="K", help="--study robustness: also cross-validate the best "
