@@ -4,6 +4,8 @@
     python experiments.py --train fa --lr 3e-4           # any rule of baselines.py (see --list)
     python experiments.py --train sdnn --resume          # continue an interrupted run from its checkpoint
     python experiments.py --fig 3 --quick                # a figure in seconds; --replot redraws saved data
+    python experiments.py --study robustness --quick     # grid sweeps and Optuna for every rule, in minutes
+    python experiments.py --fig 6 --scheduler tcp://HOST:8786   # the figure's runs on a Dask cluster
     python experiments.py --bench sdnn                   # speed
     python experiments.py --list                         # every rule, figure, study and benchmark
 
@@ -11,7 +13,8 @@ A rule's settings are the fields of its config (sdnn.Config, baselines.Config, K
 MicrocircuitConfig), set with --set KEY=VALUE; --lr and --batch are shorthands shared by the minibatch
 rules. Every training run goes through fit(): one loop for every rule, which writes the run's JSON and a
 checkpoint after every epoch. Models live in sdnn.py and baselines.py, data in datasets.py, figures in
-figures.py, studies and benchmarks in studies.py; this file owns the command line, training and saving.
+figures.py, studies and benchmarks in studies.py, many runs at once (here or on a Dask cluster) in
+executor.py; this file owns the command line, training and saving.
 """
 import argparse
 import contextlib
