@@ -4,6 +4,8 @@
     python experiments.py --train fa --lr 3e-4           # any rule of baselines.py (see --list)
     python experiments.py --train sdnn --resume          # continue an interrupted run from its checkpoint
     python experiments.py --fig 3 --quick                # a figure in seconds; --replot redraws saved data
+    python experiments.py --study robustness --quick     # grid sweeps and Optuna for every rule, in minutes
+    python experiments.py --fig 6 --scheduler tcp://HOST:8786   # the figure's runs on a Dask cluster
     python experiments.py --bench sdnn                   # speed
     python experiments.py --list                         # every rule, figure, study and benchmark
 
@@ -11,7 +13,8 @@ A rule's settings are the fields of its config (sdnn.Config, baselines.Config, K
 MicrocircuitConfig), set with --set KEY=VALUE; --lr and --batch are shorthands shared by the minibatch
 rules. Every training run goes through fit(): one loop for every rule, which writes the run's JSON and a
 checkpoint after every epoch. Models live in sdnn.py and baselines.py, data in datasets.py, figures in
-figures.py, studies and benchmarks in studies.py; this file owns the command line, training and saving.
+figures.py, studies and benchmarks in studies.py, many runs at once (here or on a Dask cluster) in
+executor.py; this file owns the command line, training and saving.
 """
 import argparse
 import contextlib
@@ -808,9 +811,6 @@ def cached_split(*values):
     return load_split(argparse.Namespace(**dict(zip(SPLIT_ARGS, values))))
 
 
-ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
-
-
 def finished_run(argv, path):
     """The result at path if that run needs no more work (finished, at least ARGV's --epochs), else None."""
     try:
@@ -824,17 +824,15 @@ def finished_run(argv, path):
 def run_all(argvs, workers=None, quiet=False, scheduler=None):
     """Run `python experiments.py ARGV --resume --quiet` for every --train ARGV, `workers` at a time (default:
     one per core), each process with one thread and its log beside its JSON; with `scheduler`, the address
-    of a Dask scheduler (tcp://HOST:PORT), on that cluster's workers instead (cluster.py). A finished run is
+    of a Dask scheduler (tcp://HOST:PORT), on that cluster's workers instead (executor.py). A finished run is
     not run again, an interrupted one resumes, a run listed twice runs once, a run that another process
     is training (its .lock) is waited for. Returns the results in order; a
     failed run's result is {"error": the end of its log, "command": argv}, and the others go on."""
     paths = [run_path(a) for a in argvs]
     todo = {p: a for a, p in zip(argvs, paths) if not finished_run(a, p)}     # one entry per run
-    if todo and scheduler:
-        import cluster
-        errors = cluster.run_on(scheduler, list(todo.items()), quiet)
-    else:
-        errors = run_local(list(todo.items()), workers, quiet)
+    import executor
+    errors = (executor.run_on(scheduler, list(todo.items()), quiet) if todo and scheduler else
+              executor.run_local(list(todo.items()), workers, quiet))
     results = []
     for argv, path in zip(argvs, paths):
         if result := finished_run(argv, path):
@@ -848,44 +846,6 @@ def run_all(argvs, workers=None, quiet=False, scheduler=None):
             print(f"run failed: python experiments.py {' '.join(argv)}\n{tail}", file=sys.stderr)
             results.append({"error": tail, "command": argv})
     return results
-
-
-def run_local(todo, workers, quiet):
-    """run_all on this machine: (path, argv) pairs, `workers` processes at a time. Ctrl-C or SIGTERM stops
-    the runs under way (each saves its finished epochs: a relaunch resumes them). Returns {} (no errors
-    beyond the runs' logs)."""
-    todo, running = list(todo), []
-    workers = workers or os.cpu_count() or 1
-    try:
-        with sigterm_as_interrupt(), progress(len(todo), "runs", quiet) as bar:
-            while todo or running:
-                while todo and len(running) < workers:
-                    path, argv = todo.pop(0)
-                    if lock_holder(path):              # another process trains it: wait for that one
-                        running.append((None, None, path))
-                        continue
-                    writable(path)
-                    log = open(os.path.splitext(path)[0] + ".log", "a")
-                    print(f"run: python experiments.py {' '.join(argv)}", flush=True)
-                    running.append((subprocess.Popen([sys.executable, os.path.abspath(__file__), *argv, "--resume",
-                                                      "--quiet"], stdout=log, stderr=subprocess.STDOUT,
-                                                     env=dict(os.environ, **ONE_THREAD)), log, path))
-                time.sleep(0.2)
-                for proc, log, path in list(running):
-                    if (proc.poll() is not None) if proc else not lock_holder(path):
-                        running.remove((proc, log, path))
-                        if log:
-                            log.close()
-                        bar.update(1)
-    finally:                    # interrupted (or failed here): the runs save their epochs on SIGTERM
-        mine = [(proc, log) for proc, log, _ in running if proc]
-        for proc, _ in mine:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc, log in mine:
-            proc.wait()
-            log.close()
-    return {}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1002,7 +962,7 @@ def parse(argv=None):
     p.add_argument("--out", default="results", help="directory for results and figures")
     p.add_argument("--seeds", type=int, help="training figures: seeds per condition (default 2; 1 with --quick)")
     p.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="send the runs of a figure or study to this "
-                   "Dask scheduler's workers (pip install \"dask[distributed]\"; see cluster.py)")
+                   "Dask scheduler's workers (pip install \"dask[distributed]\"; see executor.py)")
     p.add_argument("--storage", metavar="URL", help="--study robustness: Optuna's database, shared by several "
                    "machines (e.g. postgresql://user@host/db; default: a journal file under --out)")
     p.add_argument("--folds", type=int, metavar="K", help="--study robustness: also cross-validate the best "

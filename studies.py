@@ -1528,8 +1528,8 @@ def robustness(cfg, rng, quick):
     threshold = rc.learns_below or (0.3 if quick else 0.1)
     slots = cfg.workers or os.cpu_count() or 1
     if cfg.scheduler:
-        import cluster
-        slots = cluster.slots(cfg.scheduler)
+        import executor
+        slots = executor.slots(cfg.scheduler)
     run = lambda argvs: experiments.run_all(argvs, cfg.workers, quiet=True, scheduler=cfg.scheduler)
     out = {"quick": quick, "dataset": cfg.dataset, "epochs": epochs, "trials_per_rule": budget,
            "learns_below": 100 * threshold, "seed": cfg.seed, "folds": cfg.folds, "rules": {}}

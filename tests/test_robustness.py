@@ -115,6 +115,12 @@ def test_robustness_end_to_end_on_the_digits_and_a_second_process_adds_trials(tm
     again = optuna.load_study(study_name=bp["study"], storage=storage).trials
     assert len(again) == 5 and [(t.params, t.value) for t in again[:3]] == first
     assert "bp trial 3" in r.stdout and "bp trial 4" in r.stdout and "bp trial 0" not in r.stdout
+    saved = (tmp_path / "robustness.json").read_text()
+    (tmp_path / "robustness.png").unlink()
+    r = run("--study", "robustness", "--replot", "--out", str(tmp_path))             # from the saved numbers only
+    assert r.returncode == 0 and (tmp_path / "robustness.png").exists(), r.stderr
+    assert (tmp_path / "robustness.json").read_text() == saved
+    assert b"/Type3" not in (tmp_path / "robustness.pdf").read_bytes()
 
 
 def test_the_same_seed_proposes_the_same_trials(tmp_path):
@@ -141,3 +147,17 @@ def test_bad_robustness_options_name_the_fix(argv, message, tmp_path):
     import re
     r = run(*argv, "--out", str(tmp_path))
     assert r.returncode != 0 and re.search(message, r.stderr) and "Traceback" not in r.stderr, r.stderr
+
+
+@pytest.mark.slow
+def test_robustness_quick_on_mnist_runs_every_rule(tmp_path):
+    """The README's quick command: every rule, the grid (every other value), 4 trials each, 1 retrained seed."""
+    from conftest import data_dir_or_skip
+    data_dir_or_skip("mnist")
+    r = run("--study", "robustness", "--quick", "--quiet", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    data = load_data(str(tmp_path / "robustness"))
+    assert list(data["rules"]) == list(studies.SPACES)
+    for rule, part in data["rules"].items():
+        assert len(part["trials"]) == 4 and len(part["test"]) == 1 and part["test"][0] is not None, rule
+        assert len(part["grid"]) == len(studies.grid_configs(rule, quick=True)), rule

@@ -1,14 +1,20 @@
-"""cluster.py -- experiments.run_all's runs on an existing Dask distributed cluster (--scheduler tcp://HOST:PORT).
+"""executor.py -- experiments.run_all's runs, on this machine's cores or on an existing Dask cluster.
+
+    run_local(todo, workers=None, quiet=False)       # (path, argv) pairs, one process per core, one thread each
+    run_on("tcp://HOST:8786", todo, quiet=False)     # the same runs on a Dask distributed cluster (--scheduler)
+
+On a cluster:
 
     dask scheduler                                    # one machine; it prints its address, tcp://HOST:8786
     dask worker tcp://HOST:8786                       # every machine, started in a checkout of the same commit
     python experiments.py --fig 6 --scheduler tcp://HOST:8786
 
 Each run is one task. The worker starts `python experiments.py ARGV --resume --quiet` in its working
-directory (a checkout), with its own SDNN_DATA and one thread, and sends back the run's JSON and log; the client writes them at the run's path under its --out, so that a relaunch skips the runs
-that finished wherever they ran. Checkpoints stay where the run ran: an --out on a file system every worker
-sees lets any worker resume any run. A worker runs as many runs at once as it has threads (`dask worker`
-gives it one per core by default). dask and distributed are imported only here, only for --scheduler.
+directory (a checkout), with its own SDNN_DATA and one thread, and sends back the run's JSON and log; the
+client writes them at the run's path under its --out, so that a relaunch skips the runs that finished
+wherever they ran. Checkpoints stay where the run ran: an --out on a file system every worker sees lets any
+worker resume any run. A worker runs as many runs at once as it has threads (`dask worker` gives it one
+per core by default). dask and distributed are imported only for --scheduler.
 Dask: Client, Client.submit and as_completed, https://distributed.dask.org/en/stable/api.html
 """
 import json
@@ -16,9 +22,51 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import uuid
 
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
 INSTALL = 'pip install "dask[distributed]" (or pip install -r requirements-cluster.txt)'
+
+
+def run_local(todo, workers, quiet):
+    """Run every (path, argv) of todo on this machine, `workers` processes at a time. Ctrl-C or SIGTERM stops
+    the runs under way (each saves its finished epochs: a relaunch resumes them). Returns {} (no errors
+    beyond the runs' logs)."""
+    from experiments import lock_holder, progress, sigterm_as_interrupt, writable
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "experiments.py")
+    todo, running = list(todo), []
+    workers = workers or os.cpu_count() or 1
+    try:
+        with sigterm_as_interrupt(), progress(len(todo), "runs", quiet) as bar:
+            while todo or running:
+                while todo and len(running) < workers:
+                    path, argv = todo.pop(0)
+                    if lock_holder(path):              # another process trains it: wait for that one
+                        running.append((None, None, path))
+                        continue
+                    writable(path)
+                    log = open(os.path.splitext(path)[0] + ".log", "a")      # noqa: SIM115 -- closed below
+                    print(f"run: python experiments.py {' '.join(argv)}", flush=True)
+                    running.append((subprocess.Popen([sys.executable, script, *argv, "--resume", "--quiet"], stdout=log,
+                                                     stderr=subprocess.STDOUT, env=dict(os.environ, **ONE_THREAD)),
+                                    log, path))
+                time.sleep(0.2)
+                for proc, log, path in list(running):
+                    if (proc.poll() is not None) if proc else not lock_holder(path):
+                        running.remove((proc, log, path))
+                        if log:
+                            log.close()
+                        bar.update(1)
+    finally:                    # interrupted (or failed here): the runs save their epochs on SIGTERM
+        mine = [(proc, log) for proc, log, _ in running if proc]
+        for proc, _ in mine:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc, log in mine:
+            proc.wait()
+            log.close()
+    return {}
 
 
 def task():
@@ -78,7 +126,7 @@ def run_on(address, todo, quiet):
         for path, argv in todo:
             print(f"run on {address}: python experiments.py {' '.join(argv)}", flush=True)
             key = f"{os.path.basename(os.path.splitext(path)[0])}-{uuid.uuid4().hex[:8]}"   # unique per launch
-            futures[client.submit(run_task, argv, path, experiments.ONE_THREAD, key=key)] = path
+            futures[client.submit(run_task, argv, path, ONE_THREAD, key=key)] = path
         for future in as_completed(futures):
             path = futures[future]
             bar.update(1)
