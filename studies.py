@@ -370,6 +370,14 @@ COMPARED = ("bp", "fa", "dfa", "sign", "dtp", "sdtp", "aosdtp", "kh", "eqprop", 
             "sdnn:paper", "sdnn:rate")
 
 
+def _run_all(argvs, cfg):
+    """experiments.run_all of the study's runs: cfg.workers at a time here, or on the Dask cluster of
+    cfg.scheduler where this code's FigConfig has one."""
+    import experiments
+    scheduler = getattr(cfg, "scheduler", None)
+    return experiments.run_all(argvs, cfg.workers, **({"scheduler": scheduler} if scheduler else {}))
+
+
 def _rule_argv(entry, hidden=(500,)):
     """`--train` arguments of a COMPARED entry ("sdnn:rate" is --train sdnn --preset rate)."""
     rule, _, preset = entry.partition(":")
@@ -885,12 +893,11 @@ def dynamics(cfg, rng, quick):
     `--train RULE --dynamics` (see with_dynamics) through experiments.run_all, measured after each tenth
     of epoch 1 (quick: quarter) and after every epoch. Per rule and layer: ||W||_F, ||dW||_F, the angle to
     backprop's update, the feedback's angle to what backprop would send, CKA with a backprop twin."""
-    import experiments
     epochs = cfg.epochs or (2 if quick else 10)
     argvs = [study_argv(entry, cfg, quick, epochs, cfg.seed, flags=["--dynamics"]) for entry in COMPARED]
     out = {"rules": {}, "epochs": epochs, "quick": quick, "dataset": cfg.dataset, "seed": cfg.seed,
            "commands": {}}
-    for entry, result in zip(COMPARED, experiments.run_all(argvs, cfg.workers)):
+    for entry, result in zip(COMPARED, _run_all(argvs, cfg)):
         if "error" in result:
             continue
         points = [p for epoch in result["dynamics"] for p in epoch]
@@ -1028,7 +1035,6 @@ def protocol(cfg, quick, rows, names, epochs, n_seeds, factors):
     then runs with seeds cfg.seed ... cfg.seed + n_seeds - 1 (the tuning run is seed cfg.seed's, reused).
     Returns {label: {dataset: summary}} with the candidates, the choice, the test error at each seed's
     lowest-validation epoch (mean and SD), the mean curves and the budget (runs, epochs, minutes)."""
-    import experiments
 
     def argv(row, ds, factor, seed):
         entry, items, hidden, *rate = row
@@ -1037,7 +1043,7 @@ def protocol(cfg, quick, rows, names, epochs, n_seeds, factors):
                                                           rate_setting(entry, factor, *rate)], hidden=hidden)
     keys = [(label, ds) for label in rows for ds in names]
     tuning = {(label, ds, f): argv(rows[label], ds, f, cfg.seed) for label, ds in keys for f in factors}
-    tuned = dict(zip(tuning, experiments.run_all(list(tuning.values()), cfg.workers)))
+    tuned = dict(zip(tuning, _run_all(list(tuning.values()), cfg)))
     chosen, final = {}, {}
     for label, ds in keys:
         ok = {f: r for f in factors if _usable(r := tuned[label, ds, f])}
@@ -1045,7 +1051,7 @@ def protocol(cfg, quick, rows, names, epochs, n_seeds, factors):
             chosen[label, ds] = min(ok, key=lambda f, ok=ok: min(ok[f]["val_error"]))
             for seed in range(cfg.seed, cfg.seed + n_seeds):
                 final[label, ds, seed] = argv(rows[label], ds, chosen[label, ds], seed)
-    finals = dict(zip(final, experiments.run_all(list(final.values()), cfg.workers)))
+    finals = dict(zip(final, _run_all(list(final.values()), cfg)))
     out = {label: {} for label in rows}
     for label, ds in keys:
         cands = [{"factor": f, "minutes": _run_minutes(r) if "error" not in (r := tuned[label, ds, f]) else None,
@@ -1129,7 +1135,6 @@ def datasets_study(cfg, rng, quick, entries=COMPARED):
 def own_architectures(cfg, entries, n_seeds):
     """Each rule at its own architecture on MNIST with the README's settings, n_seeds seeds: the test
     error at the lowest-validation epoch beside the published number."""
-    import experiments
     argvs, keys = [], []
     for entry in entries:
         hidden, items, epochs, _, _ = OWN_ARCHITECTURE[entry]
@@ -1139,7 +1144,7 @@ def own_architectures(cfg, entries, n_seeds):
             argvs.append(argv + (["--data-dir", cfg.data_dir] if cfg.data_dir else []))
             keys.append(entry)
     out = {}
-    for entry, r in zip(keys, experiments.run_all(argvs, cfg.workers)):
+    for entry, r in zip(keys, _run_all(argvs, cfg)):
         if _usable(r):
             o = out.setdefault(entry, {"test_at_best_val": [], "minutes": [],
                                        "command": " ".join(strip_out(r["command"]))})
