@@ -385,6 +385,7 @@ def _rule_argv(entry, hidden=(500,)):
 
 
 def _split(x, y, n_train, n_eval):
+    """An experiments.Split of the first n_train images for training, then n_eval for val and n_eval for test."""
     import experiments
     x, y = x[:n_train + 2 * n_eval], y[:n_train + 2 * n_eval]
     a, b = n_train, n_train + n_eval
@@ -426,6 +427,7 @@ def predictor(entry, cfg, rng):
 
 
 class _NoBar:
+    """A progress bar that shows nothing (a trainer's epoch function updates one)."""
     def update(self, n):
         pass
 
