@@ -574,8 +574,7 @@ PLAUSIBILITY["tp"] = {
     "dendritic_integration": ("no", "point units: one compartment sums all the inputs a unit gets"),
     "separate_weights_learned": ("yes", "the inverses g_l learn from their reconstruction loss"),
     "linear_stabilisation": ("no", "no difference correction, hence the failure described above"),
-    "explicit_error_representation": ("partly", "each layer forms h_l - h_hat_l from a target; targets, not "
-                                                "errors, travel"),
+    "explicit_error_representation": ("partly", "each layer forms h_l - h_hat_l; targets, not errors, travel"),
     "backward_steps": ("L", "one gradient step to the top hidden layer, then g_L, ..., g_2 in turn"),
 }
 
@@ -1163,8 +1162,7 @@ def eqprop_predict(params, x, cfg):
 
 
 PLAUSIBILITY["eqprop"] = {
-    "exact_gradients": ("partly", "the contrastive update becomes the gradient as beta -> 0 at settled fixed "
-                                  "points ([8] Theorem 1)"),
+    "exact_gradients": ("partly", "the gradient in the limit beta -> 0 at settled fixed points ([8] Theorem 1)"),
     "no_weight_transport": ("no", "top-down input uses W_(l+1)^T, the bottom-up synapses themselves (symmetry)"),
     "no_separate_pathways": ("yes", "the same units carry both phases; no error pathway"),
     "dendritic_integration": ("no", "point units: one compartment sums all the inputs a unit gets"),

@@ -179,20 +179,14 @@ PRESETS = {"paper": PAPER, "rate": RATE, "original_code": ORIGINAL_CODE, "march_
 # Plausibility marks of this rule, in the form of baselines.PLAUSIBILITY (the properties are defined in
 # baselines.PROPERTIES); `python experiments.py --study complexity` builds the table from them.
 PLAUSIBILITY = {
-    "exact_gradients": ("no", "the hidden update follows alpha^t - alpha^f through fixed random Y (Eq 33); "
-                              "65-70 deg from backprop's (Fig 7A)"),
+    "exact_gradients": ("no", "updates follow alpha^t - alpha^f via random Y (Eq 33): 65-70 deg off BP (Fig 7A)"),
     "no_weight_transport": ("yes", "Y is fixed and random, a form of feedback alignment (Eq 13)"),
-    "no_separate_pathways": ("yes", "feedback reaches the apical dendrites of the neurons that learn, in a "
-                                    "forward and a target phase (Eqs 13, 21)"),
-    "dendritic_integration": ("yes", "segregated apical dendrites: with g_a = 0 they do not drive the soma, "
-                                     "only the plateaus (Eqs 14, 21)"),
+    "no_separate_pathways": ("yes", "feedback reaches the apical dendrites of the learning neurons themselves (Eq 13)"),
+    "dendritic_integration": ("yes", "segregated apical dendrites: with g_a = 0 they drive only the plateaus (Eq 21)"),
     "separate_weights_learned": ("no", "Y stays fixed (learned feedback is left out, see the docstring)"),
-    "linear_stabilisation": ("partly", "Theorem 1 needs the feedback Jacobians' product near the identity, "
-                                       "a first-order argument (Fig 5-S1)"),
-    "explicit_error_representation": ("no", "the error is the difference of two phases' plateau potentials; "
-                                            "no unit signals it"),
-    "backward_steps": ("1", "output spikes reach every hidden layer's apical dendrite at once through its own "
-                            "Y (Eqs 38-41)"),
+    "linear_stabilisation": ("partly", "Theorem 1 needs the feedback Jacobians' product near I, to first order"),
+    "explicit_error_representation": ("no", "the error is a difference of two phases' plateaus; no unit signals it"),
+    "backward_steps": ("1", "output spikes reach each hidden layer's apical dendrite at once via its Y (Eqs 38-41)"),
 }
 
 

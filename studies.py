@@ -373,6 +373,14 @@ COMPARED = ("bp", "fa", "dfa", "sign", "dtp", "sdtp", "aosdtp", "kh", "eqprop", 
             "sdnn:paper", "sdnn:rate")
 
 
+def _run_all(argvs, cfg):
+    """experiments.run_all of the study's runs: cfg.workers at a time here, or on the Dask cluster of
+    cfg.scheduler where this code's FigConfig has one."""
+    import experiments
+    scheduler = getattr(cfg, "scheduler", None)
+    return experiments.run_all(argvs, cfg.workers, **({"scheduler": scheduler} if scheduler else {}))
+
+
 def _rule_argv(entry, hidden=(500,)):
     """`--train` arguments of a COMPARED entry ("sdnn:rate" is --train sdnn --preset rate)."""
     rule, _, preset = entry.partition(":")
@@ -380,6 +388,7 @@ def _rule_argv(entry, hidden=(500,)):
 
 
 def _split(x, y, n_train, n_eval):
+    """An experiments.Split of the first n_train images for training, then n_eval for val and n_eval for test."""
     import experiments
     x, y = x[:n_train + 2 * n_eval], y[:n_train + 2 * n_eval]
     a, b = n_train, n_train + n_eval
@@ -421,6 +430,7 @@ def predictor(entry, cfg, rng):
 
 
 class _NoBar:
+    """A progress bar that shows nothing (a trainer's epoch function updates one)."""
     def update(self, n):
         pass
 
@@ -439,15 +449,14 @@ def train_flops(entry, trainer, data, rng):
         flops = count_flops(lambda net, st: [sdnn.train_example(net, st, data.x[i], data.y[i], cfg, rng, jit=False)
                                              for i in range(n)], m["net"], m["state"])
         if not cfg.spiking:           # rate_train_example updates W in a Numba kernel: count its NumPy form
-            net = m["net"]
-            flops += n * sum(count_flops(lambda w: sdnn.update_weights(w, k, np.zeros(len(w.b[k])),  # noqa: B023
-                                                                       np.zeros(w.W[k].shape[1]), 0.0, 1.0, jit=False),
-                                         sdnn.Network([a.copy() for a in net.W], [a.copy() for a in net.b], []))
-                             for k in range(len(net.W)))
+            def update_all(net):
+                for k in range(len(net.W)):
+                    sdnn.update_weights(net, k, np.zeros(len(net.b[k])), np.zeros(net.W[k].shape[1]), 0.0, 1.0,
+                                        jit=False)
+            copy = sdnn.Network([a.copy() for a in m["net"].W], [a.copy() for a in m["net"].b], [])
+            flops += n * count_flops(update_all, copy)
         return flops / n
-    batch = {"kh": 100, "eqprop": rule_config(entry, trainer).batch,
-             "microcircuit": rule_config(entry, trainer).batch}.get(rule, rule_config(entry, trainer).batch
-                                                                   if rule in MINIBATCH else 1)
+    batch = rule_config(entry, trainer).batch              # kh: its top layer's (and its unsupervised one's: 100)
     perm = np.arange(2 * batch)
     if rule == "kh":                  # one minibatch of the unsupervised rule, then one of the top layer
         cfg = rule_config(entry, trainer)
@@ -515,10 +524,12 @@ def check_marks(rows):
     """rows, or a ValueError naming the first rule with a missing property or a mark not yes/no/partly."""
     for rule, marks in rows.items():
         missing = set(baselines.PROPERTIES) - set(marks)
-        bad = {k: mark for k, (mark, _) in marks.items() if k != "backward_steps" and mark not in ("yes", "no", "partly")}
+        bad = {k: mark for k, (mark, _) in marks.items()
+               if k != "backward_steps" and mark not in ("yes", "no", "partly")}
         if missing or bad:
             raise ValueError(f"PLAUSIBILITY[{rule!r}]: missing properties {sorted(missing)}, marks other than "
-                             f"yes / no / partly {bad}; declare each property of baselines.PROPERTIES as (mark, reason)")
+                             f"yes / no / partly {bad}; declare each property of baselines.PROPERTIES as "
+                             "(mark, reason)")
     return rows
 
 
@@ -535,6 +546,32 @@ def format_table(header, rows):
     """Rows of strings as a Markdown table."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
+
+
+def cost(entry, data, g):
+    """One row of the complexity table: a fresh trainer of `entry` on data (the target-propagation rules on
+    the parallel schedule), its FLOPs, CPU times over chunks of 200 training (100 with fewer than 2,000)
+    and of a fifth of the test images, memory, backward steps."""
+    n_train, n_test = len(data.x), len(data.x_test)
+    trainer = _trainer(entry, data, g, extra=["--set", "schedule=parallel"] if entry in TP_FAMILY else [])
+    model_cfg = rule_config(entry, trainer)
+    row = {"train_flops": train_flops(entry, trainer, data, g),
+           "inference_flops": inference_flops(entry, trainer, data, g)}
+    chunks = n_train // (200 if n_train >= 2000 else 100)
+    row["train_ms"] = 1e3 * _median_cpu_per_item(
+        lambda a, b: trainer.epoch(trainer.model, np.arange(a, b), 0, _NoBar()), 0, n_train, chunks)
+    if trainer.pre_epochs:        # kh: plus one epoch of the unsupervised layer per example
+        row["train_ms"] += 1e3 * _median_cpu_per_item(
+            lambda a, b: baselines.kh_epoch(trainer.model["W"], data.x[a:b], np.arange(b - a), 0, model_cfg),
+            0, n_train, chunks)
+    predict = predictor(entry, model_cfg, g)
+    row["test_ms"] = 1e3 * _median_cpu_per_item(lambda a, b: predict(trainer.model, data.x_test[a:b]), 0, n_test, 5)
+    row["memory_bytes"] = memory(entry, trainer, 50_000)
+    rule = entry.partition(":")[0]
+    marks = sdnn.PLAUSIBILITY if rule == "sdnn" else baselines.PLAUSIBILITY[rule]
+    row["backward_steps"] = {"formula": marks["backward_steps"][0], "L=1": backward_steps(marks, 1),
+                             "L=5": backward_steps(marks, 5), "why": marks["backward_steps"][1]}
+    return row
 
 
 def complexity(cfg, rng, quick):
@@ -556,29 +593,7 @@ def complexity(cfg, rng, quick):
     rows = {}
     with threadpool_limits(1):
         for entry in COMPARED:
-            g = np.random.default_rng(cfg.seed)
-            data = _split(x, y, n_train, n_test)
-            trainer = _trainer(entry, data, g, extra=["--set", "schedule=parallel"] if entry in TP_FAMILY else [])
-            model_cfg = rule_config(entry, trainer)
-            row = {"train_flops": train_flops(entry, trainer, data, g),
-                   "inference_flops": inference_flops(entry, trainer, data, g)}
-            chunk = 200 if n_train >= 2000 else 100
-            row["train_ms"] = 1e3 * _median_cpu_per_item(
-                lambda a, b: trainer.epoch(trainer.model, np.arange(a, b), 0, _NoBar()),  # noqa: B023
-                0, n_train, n_train // chunk)
-            if trainer.pre_epochs:        # kh: plus one epoch of the unsupervised layer per example
-                row["train_ms"] += 1e3 * _median_cpu_per_item(
-                    lambda a, b: baselines.kh_epoch(trainer.model["W"], data.x[a:b], np.arange(b - a), 0,  # noqa: B023
-                                                    model_cfg), 0, n_train, n_train // chunk)
-            predict = predictor(entry, model_cfg, g)
-            row["test_ms"] = 1e3 * _median_cpu_per_item(
-                lambda a, b: predict(trainer.model, data.x_test[a:b]), 0, n_test, 5)  # noqa: B023
-            row["memory_bytes"] = memory(entry, trainer, 50_000)
-            rule = entry.partition(":")[0]
-            marks = sdnn.PLAUSIBILITY if rule == "sdnn" else baselines.PLAUSIBILITY[rule]
-            row["backward_steps"] = {"formula": marks["backward_steps"][0], "L=1": backward_steps(marks, 1),
-                                     "L=5": backward_steps(marks, 5), "why": marks["backward_steps"][1]}
-            rows[entry] = row
+            rows[entry] = row = cost(entry, _split(x, y, n_train, n_test), np.random.default_rng(cfg.seed))
             print(f"complexity {entry:13s}: {row['train_flops'] / 1e6:8.2f} / {row['inference_flops'] / 1e6:8.2f} "
                   f"MFLOP per training / test example, {row['train_ms']:7.3f} / {row['test_ms']:7.3f} ms, "
                   f"weights {row['memory_bytes']['weights'] / 2**20:.1f} MiB", flush=True)
@@ -595,8 +610,9 @@ def complexity_tables(data):
     mib = lambda b: f"{b / 2**20:.2f}"
     comp = [[e, f"{r['train_flops'] / 1e6:.2f}", f"{r['inference_flops'] / 1e6:.2f}", f"{r['train_ms']:.3f}",
              f"{r['test_ms']:.3f}", mib(r["memory_bytes"]["weights"]), mib(r["memory_bytes"]["learning_state"]),
-             mib(r["memory_bytes"]["activity_state"]), f"{r['backward_steps']['formula']} "
-             f"({r['backward_steps']['L=1']}, {r['backward_steps']['L=5']})"] for e, r in data["rows"].items()]
+             mib(r["memory_bytes"]["activity_state"]),
+             f"{r['backward_steps']['formula']} ({r['backward_steps']['L=1']}, {r['backward_steps']['L=5']})"]
+            for e, r in data["rows"].items()]
     header = ["rule", "MFLOP / train ex.", "MFLOP / test ex.", "ms / train ex.", "ms / test ex.", "weights MiB",
               "optimizer MiB", "activity MiB", "backward steps (L=1, L=5)"]
     symbol = {"yes": "yes", "no": "no", "partly": "partly"}
@@ -788,7 +804,8 @@ def with_dynamics(entry, trainer, data, seed, blocks=10, n_probe=1000, n_angle=5
     backprop twin's on n_probe validation images. The twin is a BP MLP of the same sizes trained on the
     same minibatches (the minibatch rules: with the rule's config, from the rule's initial weights). The
     epoch's numbers get a "dynamics" list of points. Measuring uses a Generator of its own and changes
-    nothing in the run: the same seed trains the same network with or without it."""
+    nothing in the run: the same seed trains the same network with or without it. kh's hidden layer learns
+    in its unsupervised epochs, before the measured ones, in which only its top layer learns."""
     rule = entry.partition(":")[0]
     cfg = rule_config(entry, trainer)
     if rule == "sdnn" and (trainer.schedule or {}).get("eta_schedule") == "linear":
@@ -862,17 +879,15 @@ KH_UNSUP_EPOCHS = 30      # the comparison's unsupervised epochs of kh (its defa
 COMPARISON_SETTINGS = {"dtp": ["schedule=parallel"], "sdtp": ["schedule=parallel"], "aosdtp": ["schedule=parallel"]}
 
 
-def study_argv(entry, cfg, quick, epochs, seed, *extra, hidden=(500,)):
-    """The --train command of one run of a comparison study, its runs under cfg.runs; quick: 1,000 of the
-    2,000 training images of --quick."""
+def study_argv(entry, cfg, quick, epochs, seed, sets=(), flags=(), hidden=(500,)):
+    """The --train command of one run of a comparison study (--set items `sets`, other options `flags`),
+    its runs under cfg.runs; quick: 1,000 of the 2,000 training images of --quick."""
     argv = _rule_argv(entry, hidden) + ["--dataset", cfg.dataset, "--epochs", str(epochs), "--seed", str(seed),
                                         "--out", cfg.runs]
     argv += ["--data-dir", cfg.data_dir] if cfg.data_dir else []
-    sets = [f"epochs_unsup={1 if quick else KH_UNSUP_EPOCHS}"] if entry == "kh" else []
-    sets += COMPARISON_SETTINGS.get(entry, [])
-    sets += [*cfg.set, *[e for e in extra if "=" in e]]
-    argv += [e for e in extra if "=" not in e]
-    argv += ["--set", *sets] if sets else []
+    items = ([f"epochs_unsup={1 if quick else KH_UNSUP_EPOCHS}"] if entry == "kh" else []) \
+        + COMPARISON_SETTINGS.get(entry, []) + list(sets)
+    argv += list(flags) + (["--set", *items] if items else [])
     return argv + (["--quick", "--limit", "1000"] if quick else [])
 
 
@@ -883,12 +898,11 @@ def dynamics(cfg, rng, quick):
     `--train RULE --dynamics` (see with_dynamics) through experiments.run_all, measured after each tenth
     of epoch 1 (quick: quarter) and after every epoch. Per rule and layer: ||W||_F, ||dW||_F, the angle to
     backprop's update, the feedback's angle to what backprop would send, CKA with a backprop twin."""
-    import experiments
     epochs = cfg.epochs or (2 if quick else 10)
-    argvs = [study_argv(entry, cfg, quick, epochs, cfg.seed, "--dynamics") for entry in COMPARED]
+    argvs = [study_argv(entry, cfg, quick, epochs, cfg.seed, flags=["--dynamics"]) for entry in COMPARED]
     out = {"rules": {}, "epochs": epochs, "quick": quick, "dataset": cfg.dataset, "seed": cfg.seed,
            "commands": {}}
-    for entry, result in zip(COMPARED, experiments.run_all(argvs, cfg.workers)):
+    for entry, result in zip(COMPARED, _run_all(argvs, cfg)):
         if "error" in result:
             continue
         points = [p for epoch in result["dynamics"] for p in epoch]
@@ -918,7 +932,8 @@ def plot_dynamics(data):
     for i, (entry, r) in enumerate(data["rules"].items()):
         x = np.array(r["examples"], float)
         keep = x > 0
-        style = dict(color=f"C{i % 10}", ls="--" if i >= 10 else "-", lw=1.2, marker=".", ms=3, label=entry)
+        style = {"color": f"C{i % 10}", "ls": "--" if i >= 10 else "-", "lw": 1.2, "marker": ".", "ms": 3,
+                 "label": entry}
         for ax, (key, label, log) in zip(axes, panels):
             if key == "dW_rel":
                 y = [d[0] / w[0] if w[0] else np.nan for d, w in zip(r["dW_norm"], r["W_norm"])]
@@ -995,10 +1010,20 @@ def _run_minutes(result):
             + sum(result.get("pre_seconds_per_epoch", []))) / 60
 
 
+def _usable(result):
+    """A run that finished without diverging (run_all gives a failed run as {"error": ...})."""
+    return "error" not in result and not result.get("diverged")
+
+
 def _minutes_to(result, epoch):
     """Wall minutes of a run's first `epoch` epochs (training, testing; kh's unsupervised stage)."""
     return (sum(result["seconds_per_epoch"][:epoch]) + sum(result["eval_seconds_per_epoch"][:epoch])
             + sum(result.get("pre_seconds_per_epoch", []))) / 60
+
+
+def _mean_curve(runs, key, n):
+    """Per epoch (the first n), the mean over runs of their `key` errors, in % (NaN where not measured)."""
+    return np.mean([[100 * e if e is not None else np.nan for e in r[key][:n]] for r in runs], axis=0).tolist()
 
 
 def _at_best_val(result):
@@ -1015,40 +1040,36 @@ def protocol(cfg, quick, rows, names, epochs, n_seeds, factors):
     then runs with seeds cfg.seed ... cfg.seed + n_seeds - 1 (the tuning run is seed cfg.seed's, reused).
     Returns {label: {dataset: summary}} with the candidates, the choice, the test error at each seed's
     lowest-validation epoch (mean and SD), the mean curves and the budget (runs, epochs, minutes)."""
-    import experiments
 
     def argv(row, ds, factor, seed):
         entry, items, hidden, *rate = row
         c = dataclasses.replace(cfg, dataset=ds)
-        return study_argv(entry, c, quick, epochs, seed, *BASE_SETTINGS.get(entry, []), *items,
-                          rate_setting(entry, factor, *rate), hidden=hidden)
+        return study_argv(entry, c, quick, epochs, seed, [*BASE_SETTINGS.get(entry, []), *items,
+                                                          rate_setting(entry, factor, *rate)], hidden=hidden)
     keys = [(label, ds) for label in rows for ds in names]
     tuning = {(label, ds, f): argv(rows[label], ds, f, cfg.seed) for label, ds in keys for f in factors}
-    tuned = dict(zip(tuning, experiments.run_all(list(tuning.values()), cfg.workers)))
+    tuned = dict(zip(tuning, _run_all(list(tuning.values()), cfg)))
     chosen, final = {}, {}
     for label, ds in keys:
-        ok = {f: r for f in factors if "error" not in (r := tuned[label, ds, f]) and not r.get("diverged")}
+        ok = {f: r for f in factors if _usable(r := tuned[label, ds, f])}
         if ok:
-            chosen[label, ds] = min(ok, key=lambda f: min(ok[f]["val_error"]))  # noqa: B023
+            chosen[label, ds] = min(ok, key=lambda f, ok=ok: min(ok[f]["val_error"]))
             for seed in range(cfg.seed, cfg.seed + n_seeds):
                 final[label, ds, seed] = argv(rows[label], ds, chosen[label, ds], seed)
-    finals = dict(zip(final, experiments.run_all(list(final.values()), cfg.workers)))
+    finals = dict(zip(final, _run_all(list(final.values()), cfg)))
     out = {label: {} for label in rows}
     for label, ds in keys:
-        cands = [{"factor": f, "lowest_val_error": (100 * min(r["val_error"]) if "error" not in (r := tuned[label, ds, f])
-                                                    and not r.get("diverged") else None),
-                  "minutes": _run_minutes(r) if "error" not in r else None} for f in factors]
+        cands = [{"factor": f, "minutes": _run_minutes(r) if "error" not in (r := tuned[label, ds, f]) else None,
+                  "lowest_val_error": 100 * min(r["val_error"]) if _usable(r) else None} for f in factors]
         if (label, ds) not in chosen:
             out[label][ds] = {"candidates": cands, "failed": "every tuning run failed or diverged"}
             continue
-        runs = [r for (lab, d, _), r in finals.items() if (lab, d) == (label, ds) and "error" not in r
-                and not r.get("diverged")]
+        runs = [r for (lab, d, _), r in finals.items() if (lab, d) == (label, ds) and _usable(r)]
         best = [_at_best_val(r) for r in runs]
         test = [t for _, t in best]
         n = min(r["epochs"] for r in runs)
-        curve = lambda key: np.mean([[100 * e if e is not None else np.nan for e in r[key][:n]]  # noqa: E731
-                                     for r in runs], axis=0).tolist()   # noqa: B023
-        extra = [r for (lab, d, s), r in finals.items() if (lab, d) == (label, ds) and s != cfg.seed and "error" not in r]
+        extra = [r for (lab, d, seed), r in finals.items()
+                 if (lab, d) == (label, ds) and seed != cfg.seed and "error" not in r]
         tuning_runs = [r for f in factors if "error" not in (r := tuned[label, ds, f])]
         out[label][ds] = {
             "candidates": cands, "factor": chosen[label, ds],
@@ -1057,7 +1078,7 @@ def protocol(cfg, quick, rows, names, epochs, n_seeds, factors):
             "test_at_best_val": test, "best_epoch": [e for e, _ in best], "mean": float(np.mean(test)),
             "minutes_to_best": [_minutes_to(r, e) for r, (e, _) in zip(runs, best)],
             "sd": float(np.std(test, ddof=1)) if len(test) > 1 else 0.0,
-            "curves": {"train": curve("train_error"), "val": curve("val_error"), "test": curve("test_error")},
+            "curves": {k: _mean_curve(runs, f"{k}_error", n) for k in ("train", "val", "test")},
             "budget": {"runs": len(tuning_runs) + len(extra), "epochs": sum(r["epochs"] for r in tuning_runs + extra),
                        "minutes": sum(_run_minutes(r) for r in tuning_runs + extra),
                        "tuning_minutes": sum(_run_minutes(r) for r in tuning_runs)}}
@@ -1119,7 +1140,6 @@ def datasets_study(cfg, rng, quick, entries=COMPARED):
 def own_architectures(cfg, entries, n_seeds):
     """Each rule at its own architecture on MNIST with the README's settings, n_seeds seeds: the test
     error at the lowest-validation epoch beside the published number."""
-    import experiments
     argvs, keys = [], []
     for entry in entries:
         hidden, items, epochs, _, _ = OWN_ARCHITECTURE[entry]
@@ -1129,9 +1149,10 @@ def own_architectures(cfg, entries, n_seeds):
             argvs.append(argv + (["--data-dir", cfg.data_dir] if cfg.data_dir else []))
             keys.append(entry)
     out = {}
-    for entry, r in zip(keys, experiments.run_all(argvs, cfg.workers)):
-        if "error" not in r and not r.get("diverged"):
-            o = out.setdefault(entry, {"test_at_best_val": [], "minutes": [], "command": " ".join(strip_out(r["command"]))})
+    for entry, r in zip(keys, _run_all(argvs, cfg)):
+        if _usable(r):
+            o = out.setdefault(entry, {"test_at_best_val": [], "minutes": [],
+                                       "command": " ".join(strip_out(r["command"]))})
             o["test_at_best_val"].append(_at_best_val(r)[1])
             o["minutes"].append(_run_minutes(r))
     for entry, o in out.items():
@@ -1139,15 +1160,16 @@ def own_architectures(cfg, entries, n_seeds):
         t = o["test_at_best_val"]
         o.update(mean=float(np.mean(t)), sd=float(np.std(t, ddof=1)) if len(t) > 1 else 0.0, published=published,
                  source=source, sizes="-".join(map(str, [784, *hidden, 10])), epochs=epochs)
-        print(f"own architecture {entry:13s} {o['sizes']}: {o['mean']:.2f} +- {o['sd']:.2f} % (published {published} %, "
-              f"{source}); within +0.5 points: {o['mean'] <= published + 0.5}")
+        print(f"own architecture {entry:13s} {o['sizes']}: {o['mean']:.2f} +- {o['sd']:.2f} % "
+              f"(published {published} %, {source}); within +0.5 points: {o['mean'] <= published + 0.5}")
     return out
 
 
 def datasets_tables(data):
     """The rule x dataset table and the own-architecture table, as Markdown."""
     names = list(data["status"])
-    cell = lambda s: "failed" if "mean" not in s else f"{s['mean']:.2f} ± {s['sd']:.2f}"  # noqa: E731
+    def cell(s):
+        return "failed" if "mean" not in s else f"{s['mean']:.2f} ± {s['sd']:.2f}"
     rows = [[label] + [cell(data["table"][label][ds]) if ds in data["table"][label] else data["status"][ds]
                        for ds in names] + ["; ".join(f"{ds}: {data['table'][label][ds]['budget']['epochs']} ep, "
                                                      f"{data['table'][label][ds]['budget']['minutes']:.0f} min"
@@ -1213,7 +1235,8 @@ def plot_datasets(data):
         a.legend(fontsize=7)
     factors = ", ".join(f"1/{1 / f:.0f}" if f < 1 else f"{f:g}" for f in data["factors"])
     fig.suptitle(f"Every rule under one protocol: rate chosen on the validation split among x({factors}), "
-                 f"{data['seeds']} seed(s), {data['epochs']} epochs" + (" (QUICK: 1,000 images)" if data["quick"] else ""),
+                 f"{data['seeds']} seed(s), {data['epochs']} epochs"
+                 + (" (QUICK: 1,000 images)" if data["quick"] else ""),
                  fontsize=10)
     fig.tight_layout()
     return fig
@@ -1246,7 +1269,8 @@ def optimizers(cfg, rng, quick):
     out = {"table": {label: per[cfg.dataset] for label, per in table.items()}, "rules": list(rules),
            "optimizers": list(OPTIMIZER_RATES), "rates": OPTIMIZER_RATES, "dataset": cfg.dataset, "epochs": epochs,
            "seeds": n_seeds, "quick": quick}
-    cell = lambda s: f"{s['mean']:.2f} ± {s['sd']:.2f} ({s['setting']})" if "mean" in s else "failed"  # noqa: E731
+    def cell(s):
+        return f"{s['mean']:.2f} ± {s['sd']:.2f} ({s['setting']})" if "mean" in s else "failed"
     out["tables"] = {"optimizers": format_table(["rule", *OPTIMIZER_RATES], [
         [rule] + [cell(out["table"][f"{rule} {opt}"]) for opt in OPTIMIZER_RATES] for rule in rules])}
     print(out["tables"]["optimizers"])
@@ -1285,7 +1309,8 @@ def plot_optimizers(data):
     for a in axes[-1][1:]:
         a.set_axis_off()
     fig.suptitle(f"Optimizers on each rule's local updates, 784-500-10 on {data['dataset']}, {data['seeds']} seed(s), "
-                 f"{data['epochs']} epochs" + (" (QUICK: 1,000 images, no tuning)" if data["quick"] else ""), fontsize=10)
+                 f"{data['epochs']} epochs" + (" (QUICK: 1,000 images, no tuning)" if data["quick"] else ""),
+                 fontsize=10)
     fig.tight_layout()
     return fig
 

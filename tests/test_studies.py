@@ -8,9 +8,7 @@ import pytest
 import baselines as bl
 import experiments
 import figures
-import sdnn
 import studies
-
 
 # ------------------------------------------------------------------------------------------------ complexity
 
@@ -160,7 +158,8 @@ def run_json(tmp_path, *argv):
     import sys
     out = tmp_path / f"run{len(list(tmp_path.iterdir()))}.json"
     r = subprocess.run([sys.executable, experiments.__file__, *argv, "--dataset", "digits", "--quiet", "--json",
-                        str(out), "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+                        str(out), "--out", str(tmp_path)], capture_output=True, text=True, timeout=300,
+                       check=False)
     assert r.returncode == 0, r.stderr
     return json.loads(out.read_text())
 
@@ -241,7 +240,9 @@ def synthetic_cifar(tmp_path, monkeypatch, n=1010):
     """CIFAR-10 files in the canonical format (pickled batches of uint8 R, G, B planes), n images per batch:
     5 x n training images, of which the last 5,000 validate; their md5s made the expected ones."""
     import hashlib
+
     from test_datasets import cifar_batches, write_cifar
+
     import datasets
     blobs, _ = cifar_batches(np.random.default_rng(0), n)
     monkeypatch.setattr(datasets, "CIFAR_BATCHES", {m: hashlib.md5(b).hexdigest() for m, b in blobs.items()})
@@ -276,7 +277,7 @@ def run_cli(*argv, cwd):
     import subprocess
     import sys
     return subprocess.run([sys.executable, experiments.__file__, *argv], capture_output=True, text=True, cwd=cwd,
-                          timeout=600)
+                          timeout=600, check=False)
 
 
 def test_complexity_prints_and_saves_both_tables_from_the_command_line(tmp_path):
