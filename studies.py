@@ -375,10 +375,9 @@ COMPARED = ("bp", "fa", "dfa", "sign", "dtp", "sdtp", "aosdtp", "kh", "eqprop", 
 
 def _run_all(argvs, cfg):
     """experiments.run_all of the study's runs: cfg.workers at a time here, or on the Dask cluster of
-    cfg.scheduler where this code's FigConfig has one."""
+    cfg.scheduler (--scheduler)."""
     import experiments
-    scheduler = getattr(cfg, "scheduler", None)
-    return experiments.run_all(argvs, cfg.workers, **({"scheduler": scheduler} if scheduler else {}))
+    return experiments.run_all(argvs, cfg.workers, scheduler=cfg.scheduler)
 
 
 def _rule_argv(entry, hidden=(500,)):

@@ -194,7 +194,7 @@ def test_dynamics_refuses_a_linear_sdnn_schedule():
 def fake_runs(curves):
     """A stand-in for experiments.run_all: each --train command gets the curves curves(argv) -> (val, test)
     (errors per epoch, fractions), as a finished run's JSON would hold them."""
-    def run_all(argvs, workers=None, quiet=False):
+    def run_all(argvs, workers=None, quiet=False, scheduler=None):
         out = []
         for argv in argvs:
             val, test = curves(argv)
@@ -252,7 +252,7 @@ def synthetic_cifar(tmp_path, monkeypatch, n=1010):
 def test_datasets_study_runs_cifar10_from_its_files_and_marks_it_not_run_without(monkeypatch, tmp_path):
     """The CIFAR-10 path of the study on small synthetic files (the runs in this process, so that the
     test's md5s apply): 3072-500-10, a test error per rule; without the files, 'not run here'."""
-    def run_in_process(argvs, workers=None, quiet=False):
+    def run_in_process(argvs, workers=None, quiet=False, scheduler=None):
         return [experiments.train(experiments.parse(a + ["--quiet"])) for a in argvs]
     monkeypatch.setattr(experiments, "run_all", run_in_process)
     root = synthetic_cifar(tmp_path / "data", monkeypatch)
