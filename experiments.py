@@ -193,6 +193,17 @@ def stuck_at_chance(result):
     return len(last) == STUCK_EPOCHS and min(last) >= 1 - 2 / result.get("n_classes", 10)
 
 
+def same_setting(saved, now):
+    """True when a checkpoint's setting equals this run's. A setting the checkpoint lacks (an option added to
+    the code after it was written) matches when it is off now (None, False, 0): new options default to off,
+    so a run started before they existed resumes."""
+    if isinstance(saved, dict) and isinstance(now, dict):
+        return all(same_setting(saved[k], now.get(k)) if k in saved else not now[k] for k in saved.keys() | now.keys())
+    if saved is None:
+        return not now
+    return saved == now
+
+
 def restore(ckpt, trainer, rng, result):
     """Load a checkpoint into trainer.model and rng; refuse one of another run (other rule, data or config)."""
     with open(ckpt, "rb") as f:
@@ -202,7 +213,7 @@ def restore(ckpt, trainer, rng, result):
                          f"{saved.get('format')}, this code reads {CHECKPOINT_FORMAT}); start the run again")
     keys = ("rule", "dataset", "hidden", "seed", "limit", "n_valid", "fold", "no_test", "n_train", "config",
             "schedule")
-    other = [k for k in keys if saved["result"].get(k) != result.get(k)]
+    other = [k for k in keys if not same_setting(saved["result"].get(k), result.get(k))]
     if other:
         raise ValueError(f"--resume: {ckpt} is a run with other settings ({', '.join(other)}); "
                          f"give the same settings, or another --json for a new run")

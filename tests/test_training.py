@@ -345,3 +345,14 @@ def test_a_run_being_trained_is_not_trained_twice(tmp_path):
         f.write("999999999")
     assert experiments.lock_holder(path) is None
     assert experiments.run_all([argv[:5] + ["4"] + argv[6:]], quiet=True)[0]["epochs"] == 4
+
+
+def test_a_checkpoint_without_a_later_option_resumes_only_while_that_option_is_off():
+    saved = {"no_test": None, "config": {"etas": [0.21, 0.21], "psp": "truncated10"}}
+    now = {"no_test": False, "config": {"etas": [0.21, 0.21], "psp": "truncated10", "backprop": False}}
+    assert all(experiments.same_setting(saved[k], now[k]) for k in saved)
+    now["config"]["backprop"] = True                                   # the option added later is on: another run
+    assert not experiments.same_setting(saved["config"], now["config"])
+    now["config"].update(backprop=False, etas=[0.1, 0.21])             # a setting both have differs
+    assert not experiments.same_setting(saved["config"], now["config"])
+    assert not experiments.same_setting(None, True) and experiments.same_setting(3, 3)
