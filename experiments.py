@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
@@ -396,18 +397,39 @@ def sdnn_epoch(m, X, y, cfg, sched, rng, epoch, run_examples, bar=None):
     return {key: np.concatenate([p[key] for p in parts]) for key in ("L0", "L1", "correct", "angle")}
 
 
-def sdnn_trainer(cfg, sched, data, rng, epochs, retests=0, name="sdnn", diagnose=False):
+def sdnn_predict(net, X, cfg, rng, n_jobs, bar=None):
+    """sdnn.predict(net, X, cfg, rng, n_jobs) with a progress bar: the same chunks of 20 images, each with
+    the same Generator, so the same classes and the same draws from rng. Without a bar (--quiet, or output
+    not to a terminal) and in rate mode it is sdnn.predict itself."""
+    if bar is None or bar.disable or not cfg.spiking:
+        return sdnn.predict(net, X, cfg, rng, n_jobs=n_jobs)
+    chunk = 20                                                          # sdnn.predict's default
+    starts = range(0, len(X), chunk)
+    seeds = np.random.SeedSequence(int(rng.integers(2 ** 63))).spawn(len(starts))
+
+    def run(i):
+        g = np.random.default_rng(seeds[i])
+        classes = [int(np.argmax(sdnn.test_example(net, x, cfg, g))) for x in X[starts[i]:starts[i] + chunk]]
+        bar.update(len(classes))
+        return classes
+    with ThreadPoolExecutor(max(n_jobs, 1)) as pool:
+        return np.array([c for part in pool.map(run, range(len(starts))) for c in part], dtype=np.int64)
+
+
+def sdnn_trainer(cfg, sched, data, rng, epochs, retests=0, name="sdnn", diagnose=False, quiet=False):
     """The segregated-dendrite network (sdnn.py), one example at a time. train_error is the online error
     of the forward phases during the epoch (the code's record_training_error): a spiking test of all
     training images would cost more than the epoch. The first 10 epochs also record the backprop angle
     in blocks of 100 examples (Fig 7A). diagnose=True: after every epoch, L0 and L1 of every test image
-    without updates and their correlation per class (Fig 5B, C)."""
+    without updates and their correlation per class (Fig 5B, C). Every spiking test shows a progress
+    bar on a terminal (unless quiet): testing is most of an epoch's time."""
     net = sdnn.init_weights(data.x.shape[1], cfg, rng, gain=sched.init_gain)
     model = {"net": net, "state": sdnn.init_state(net), "avg": copy_weights(net) if sched.avg_halflife else None}
     n_jobs = int(os.environ.get("NUMBA_NUM_THREADS", os.cpu_count() or 1))   # threads of the spiking tests
 
-    def test(m, X, y):        # the average (if any) is what is tested; fresh spikes from rng every time
-        return error_rate(sdnn.predict(m["avg"] or m["net"], X, cfg, rng, n_jobs=n_jobs), y)
+    def test(m, X, y, what="test"):   # the average (if any) is what is tested; fresh spikes from rng every time
+        with progress(len(X), f"testing {len(X)} {what} images", quiet) as bar:
+            return error_rate(sdnn_predict(m["avg"] or m["net"], X, cfg, rng, n_jobs, bar), y)
 
     def epoch(m, perm, index, bar):
         r = sdnn_epoch(m, data.x[perm], data.y[perm], cfg, sched, rng, index, epochs * len(data.x), bar)
@@ -438,7 +460,7 @@ def sdnn_trainer(cfg, sched, data, rng, epochs, retests=0, name="sdnn", diagnose
         return {"test_retests": errs, "test_retest_mean": float(np.mean(errs)), "test_retest_sd": sd}
 
     mode = "spiking" if cfg.spiking else "RATE MODE (not the paper's model)"
-    return Trainer(model, epoch, lambda m: {"val_error": test(m, data.x_val, data.y_val),
+    return Trainer(model, epoch, lambda m: {"val_error": test(m, data.x_val, data.y_val, "validation"),
                                             "test_error": test(m, data.x_test, data.y_test)},
                    header=describe(name, (data.x.shape[1], *cfg.hidden, cfg.n_out), data, f"{mode}; etas {cfg.etas}"),
                    config=dict(config_json(cfg), k_b=cfg.k_b, k_d=cfg.k_d, P0=cfg.P0, P1=cfg.P1),
@@ -662,7 +684,7 @@ def sdnn_settings(args, n_out=10):
 def cli_sdnn(args, data, rng):
     cfg, sched = sdnn_settings(args, data.n_out)
     trainer = sdnn_trainer(cfg, sched, data, rng, args.epochs, args.retests, name=f"sdnn ({args.preset})",
-                           diagnose=args.diagnose)
+                           diagnose=args.diagnose, quiet=args.quiet)
     trainer.schedule = config_json(sched)
     if sched.eta_schedule == "linear":      # the rates depend on the run's length: resume only the same run
         trainer.schedule["run_examples"] = args.epochs * len(data.x)

@@ -356,3 +356,72 @@ def test_a_checkpoint_without_a_later_option_resumes_only_while_that_option_is_o
     now["config"].update(backprop=False, etas=[0.1, 0.21])             # a setting both have differs
     assert not experiments.same_setting(saved["config"], now["config"])
     assert not experiments.same_setting(None, True) and experiments.same_setting(3, 3)
+
+
+# ---- sdnn's testing: progress on a terminal, its time apart from training ----
+
+def test_sdnn_predict_with_a_bar_gives_sdnn_predicts_classes_and_draws():
+    """The progress-bar twin of sdnn.predict: the same classes and the same state of rng afterwards, for
+    one and two threads; the bar counts every image (45: two chunks of 20 and one of 5)."""
+    import io
+    from tqdm import tqdm
+    net = sdnn.init_weights(64, SMALL, np.random.default_rng(0))
+    X, _ = _inputs(np.random.default_rng(1), 45)
+    for n_jobs in (1, 2):
+        expected_rng, rng = np.random.default_rng(7), np.random.default_rng(7)
+        expected = sdnn.predict(net, X, SMALL, expected_rng, n_jobs=n_jobs)
+        with tqdm(total=len(X), file=io.StringIO(), disable=False) as bar:
+            got = experiments.sdnn_predict(net, X, SMALL, rng, n_jobs, bar)
+            assert bar.n == 45
+        np.testing.assert_array_equal(got, expected)
+        assert rng.bit_generator.state == expected_rng.bit_generator.state
+
+
+def test_sdnn_testing_time_is_kept_apart_from_training_time(monkeypatch, tmp_path):
+    """Training that takes no time and tests that take 0.3 s each (validation, then test, every epoch):
+    eval_seconds_per_epoch holds the 0.6 s, seconds_per_epoch does not."""
+    _fake_sdnn(monkeypatch, [])
+    monkeypatch.setattr(sdnn, "predict", lambda net, X, cfg, rng, n_jobs=1: time.sleep(0.3) or np.zeros(len(X), int))
+    path = tmp_path / "r.json"
+    _cli(tmp_path, "--train", "sdnn", "--hidden", "8", "--set", "etas=0.2,0.2", "--limit", "100", "--epochs", "2",
+         "--json", str(path))
+    res = json.loads(path.read_text())
+    assert len(res["eval_seconds_per_epoch"]) == len(res["seconds_per_epoch"]) == 2
+    assert all(0.6 <= t < 1.5 for t in res["eval_seconds_per_epoch"]), res["eval_seconds_per_epoch"]
+    assert all(t < 0.3 for t in res["seconds_per_epoch"]), res["seconds_per_epoch"]
+
+
+def test_sdnn_shows_its_testing_progress_on_a_terminal(tmp_path):
+    """stderr on a pseudo-terminal: the bars of the tests appear (with a redirected stderr they do not:
+    test_killed_run_keeps_its_epochs_and_resume_finishes_it)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+    import threading
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))   # a 0-column terminal gets no bar
+    p = subprocess.Popen([sys.executable, os.path.join(ROOT, "experiments.py"), "--train", "sdnn", "--dataset",
+                          "digits", "--hidden", "20", "--set", "etas=0.2,0.2", "--limit", "100", "--n-valid", "100",
+                          "--quick", "--epochs", "1", "--json", str(tmp_path / "r.json")],
+                         stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    chunks = []
+
+    def read():
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:                  # EIO: the process has closed the terminal
+                return
+            if not data:
+                return
+            chunks.append(data)
+    reader = threading.Thread(target=read)
+    reader.start()
+    assert p.wait(timeout=300) == 0
+    reader.join(timeout=10)
+    os.close(master)
+    err = b"".join(chunks).decode(errors="replace")
+    for bar in ("testing 300 test images", "testing 100 validation images", "epoch 1/1"):
+        assert bar in err, err[-2000:]
