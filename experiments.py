@@ -591,7 +591,7 @@ def microcircuit_trainer(cfg, data, rng):
 
 def rule_config(cls, items, **given):
     """cls(**given), then every KEY=VALUE of --set, each VALUE read as the type of the field's default
-    (tuples comma-separated: --set alphas=0.1,0.05)."""
+    (tuples comma-separated: --set alphas=0.1,0.05); inf and nan are refused."""
     fields = {f.name: f.default for f in dataclasses.fields(cls)}
     for item in items or []:
         key, sep, text = item.partition("=")
@@ -610,6 +610,9 @@ def rule_config(cls, items, **given):
                 given[key] = type(default)(text)
         except (ValueError, KeyError):
             raise ValueError(f"--set {item}: {key} takes a {type(default).__name__} like {default!r}") from None
+        values = given[key] if isinstance(given[key], tuple) else (given[key],)
+        if any(isinstance(v, float) and not np.isfinite(v) for v in values):
+            raise ValueError(f"--set {item}: {key} must be finite (inf and nan would only end the run as diverged)")
     return cls(**given)
 
 

@@ -425,3 +425,45 @@ def test_sdnn_shows_its_testing_progress_on_a_terminal(tmp_path):
     err = b"".join(chunks).decode(errors="replace")
     for bar in ("testing 300 test images", "testing 100 validation images", "epoch 1/1"):
         assert bar in err, err[-2000:]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--train", "bp", "--lr", "inf"], "--lr inf: the learning rate must be positive and finite"),
+    (["--train", "bp", "--lr", "nan"], "--lr nan: the learning rate must be positive and finite"),
+    (["--train", "bp", "--set", "lr=inf"], "--set lr=inf: lr must be finite"),
+    (["--train", "sdnn", "--set", "etas=nan,0.1"], "--set etas=nan,0.1: etas must be finite"),
+    (["--train", "sdnn", "--set", "g_a=-inf"], "--set g_a=-inf: g_a must be finite"),
+    (["--train", "eqprop", "--set", "alphas=0.1,inf"], "--set alphas=0.1,inf: alphas must be finite"),
+    (["--train", "kh", "--set", "eps0=nan"], "--set eps0=nan: eps0 must be finite"),
+    (["--train", "bp", "--seed", "-1"], "--seed -1: must be >= 0"),
+])
+def test_non_finite_or_negative_values_are_refused_before_training(argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        _cli(tmp_path, *argv, "--epochs", "1")
+    err = capsys.readouterr()
+    assert exit_.value.code == 2 and message in err.err and "epoch" not in err.out, err
+
+
+def test_an_interrupt_while_testing_keeps_only_whole_epochs(monkeypatch, tmp_path):
+    """Ctrl-C in the tests after sdnn's second epoch: the JSON holds 1 epoch and every per-epoch list
+    (errors, times, L0, L1, angles) has exactly 1 entry; the checkpoint is that of epoch 1."""
+    _fake_sdnn(monkeypatch, [])
+    calls = [0]
+
+    def predict(net, X, cfg, rng, n_jobs=1):   # calls: initial test, then val and test of each epoch
+        calls[0] += 1
+        if calls[0] == 4:                        # epoch 2's validation test
+            raise KeyboardInterrupt
+        return np.zeros(len(X), int)
+    monkeypatch.setattr(sdnn, "predict", predict)
+    path = tmp_path / "r.json"
+    _cli(tmp_path, "--train", "sdnn", "--hidden", "8", "--set", "etas=0.2,0.2", "--limit", "100", "--epochs", "3",
+         "--json", str(path))
+    res = json.loads(path.read_text())
+    assert res["interrupted"] and res["epochs"] == 1 and not res["finished"]
+    per_epoch = [k for k, v in res.items() if isinstance(v, list) and k not in ("hidden", "command", "test_retests")]
+    assert {"train_error", "test_error", "mean_L0", "mean_L1", "eval_seconds_per_epoch"} <= set(per_epoch)
+    assert {k: len(res[k]) for k in per_epoch} == {k: 1 for k in per_epoch}
+    import pickle
+    with open(str(path) + ".ckpt", "rb") as f:
+        assert pickle.load(f)["result"]["epochs"] == 1
