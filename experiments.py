@@ -60,11 +60,12 @@ def save_json(obj, path):
     return atomic_write(path, lambda f: json.dump(obj, f, indent=1))
 
 
-def writable(path):
-    """Create path's folder and check that a file can be written there, before any work is done."""
+def writable(path, size=0):
+    """Create path's folder and check that a file of `size` bytes can be written there, before any work
+    is done (an empty file fits even on a full disk)."""
     try:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        atomic_write(path + ".check", lambda f: None)
+        atomic_write(path + ".check", lambda f: f.write(bytes(size)), "wb")
         os.remove(path + ".check")
     except OSError as err:
         raise ValueError(f"cannot write {path}: {err.strerror}; choose another --json or --out") from None
@@ -135,9 +136,13 @@ def fit(trainer, n_train, epochs, rng, result, path, resume=False, quiet=False):
 
     def save(pre):
         result["epochs_requested"] = epochs
-        save_json(result, path)
-        atomic_write(ckpt, lambda f: pickle.dump({"format": CHECKPOINT_FORMAT, "model": m, "result": result,
-                                                   "rng": rng.bit_generator.state, "pre_epochs": pre}, f), "wb")
+        try:
+            save_json(result, path)
+            atomic_write(ckpt, lambda f: pickle.dump({"format": CHECKPOINT_FORMAT, "model": m, "result": result,
+                                                       "rng": rng.bit_generator.state, "pre_epochs": pre}, f), "wb")
+        except OSError as err:   # a full disk: stop with what was written (atomic: whole files or the old ones)
+            raise ValueError(f"cannot write {err.filename or path} after epoch {result['epochs']}: {err.strerror}; "
+                             f"{path} and its checkpoint hold the last epoch written (--resume continues)") from None
     with saved_on_interrupt(result, path):
         if trainer.start and pre_done == 0 and result["epochs"] == 0:
             result.update(trainer.start(m))
@@ -765,9 +770,9 @@ def run_lock(path):
     lock = path + ".lock"
     if (pid := lock_holder(path)) and pid != os.getpid():
         raise ValueError(f"{path} is being trained by process {pid}; wait for it, or stop it (--resume continues)")
-    with open(lock, "w") as f:
-        f.write(str(os.getpid()))
     try:
+        with open(lock, "w") as f:     # (on a full disk this fails: the empty lock goes too)
+            f.write(str(os.getpid()))
         yield
     finally:
         if os.path.exists(lock):
@@ -814,7 +819,9 @@ def train(args):
         result["preset"] = args.preset
     if args.dynamics:
         result["dynamics_recorded"] = True
-    path = writable(args.json or os.path.join(args.out, run_name(result) + ".json"))
+    # room for the checkpoint (what it pickles now, twice: the new file is written before the old goes)
+    path = writable(args.json or os.path.join(args.out, run_name(result) + ".json"),
+                    size=2 * len(pickle.dumps(trainer.model)))
     # one BLAS thread unless OMP_NUM_THREADS says otherwise: with the other core busy, BLAS threads wait
     # on each other (bp 7x, Krotov-Hopfield 20-30x slower per epoch); runs go in parallel instead (run_all)
     from threadpoolctl import threadpool_limits
@@ -1084,7 +1091,7 @@ def main(argv=None):
             draw(args, "fig" if args.fig is not None else "study")
         else:
             bench(args)
-    except (ValueError, FileNotFoundError, datasets.DataError) as err:
+    except (ValueError, OSError, datasets.DataError) as err:      # OSError: a file that cannot be read or written
         fail(str(err))
 
 

@@ -199,6 +199,47 @@ def test_unwritable_output_fails_before_training(tmp_path):
     assert r.returncode == 2 and "cannot write" in r.stderr and "epoch" not in r.stdout
 
 
+def test_no_room_for_the_checkpoint_fails_before_training(tmp_path):
+    """Files limited to 100 kB (as a nearly full disk: an empty file still fits) and bp 64-500-10, whose
+    checkpoint (weights and Adam's moments) is about 0.9 MB: rc 2 before the first epoch, nothing left behind."""
+    import resource
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY))   # Python ignores SIGXFSZ
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "experiments.py"), "--train", "bp", "--dataset", "digits",
+                        "--out", str(out)], capture_output=True, text=True, preexec_fn=small_files)
+    assert r.returncode == 2 and "cannot write" in r.stderr and "File too large" in r.stderr, r.stderr
+    assert "epoch" not in r.stdout and os.listdir(out) == []
+
+
+def test_a_disk_that_fills_during_training_keeps_the_last_epoch_written(monkeypatch, tmp_path, capsys):
+    """The writes of epoch 2 fail (ENOSPC): rc 2 with the file named, no traceback; the JSON and checkpoint
+    are epoch 1's, as in an uninterrupted run, and --resume finishes the run as that run ends."""
+    import errno
+    whole, cut = tmp_path / "whole.json", tmp_path / "cut.json"
+    common = ["--train", "bp", "--hidden", "16", "--epochs", "3"]
+    _cli(tmp_path, *common, "--json", str(whole))
+    real, writes = experiments.atomic_write, []
+
+    def full_after_epoch_1(path, write, mode="w"):
+        writes.append(path)
+        if path.startswith(str(cut)) and sum(p == str(cut) for p in writes) > 1:   # epoch 2's JSON
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path + f".{os.getpid()}.tmp")
+        return real(path, write, mode)
+    with monkeypatch.context() as patch:
+        patch.setattr(experiments, "atomic_write", full_after_epoch_1)
+        with pytest.raises(SystemExit) as exit_:
+            _cli(tmp_path, *common, "--json", str(cut))
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "after epoch 2: No space left on device" in err and "Traceback" not in err, err
+    stopped, first = json.loads(cut.read_text()), json.loads(whole.read_text())
+    assert stopped["epochs"] == 1 and stopped["test_error"] == first["test_error"][:1]
+    assert sorted(os.listdir(tmp_path)) == ["cut.json", "cut.json.ckpt", "whole.json", "whole.json.ckpt"]
+    _cli(tmp_path, *common, "--json", str(cut), "--resume")
+    _same_run(whole, cut)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_killed_run_keeps_its_epochs_and_resume_finishes_it(sig, tmp_path):
     """A real process, stopped after its first epoch by SIGTERM (handled) or SIGKILL (not): the JSON keeps
