@@ -210,6 +210,33 @@ def same_setting(saved, now):
     return saved == now
 
 
+RUN_KEYS = ("rule", "dataset", "hidden", "seed", "limit", "n_valid", "fold", "no_test", "n_train", "config", "schedule")
+
+
+def other_settings(saved, result):
+    """The settings (RUN_KEYS) in which a saved result is another run than `result`."""
+    return [k for k in RUN_KEYS if not same_setting(saved.get(k), result.get(k))]
+
+
+def check_overwrite(path, result, resume):
+    """Refuse to write over a file at path that is not this run's (another run's result, or no result);
+    note that this run starts again when it is this run's and there is no --resume."""
+    if not os.path.exists(path):
+        return
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+        other = other_settings(saved, json.loads(json.dumps(result))) if isinstance(saved, dict) else ["all"]
+    except (OSError, ValueError):
+        other = ["all: it is not a run's JSON"]
+    if other:
+        raise ValueError(f"{path} holds another run (other {', '.join(other)}); give another --json, or delete "
+                         "the file to replace it")
+    if not resume:
+        print(f"note: {path} holds this run; starting it again from epoch 0 (--resume would continue it)",
+              file=sys.stderr)
+
+
 def restore(ckpt, trainer, rng, result):
     """Load a checkpoint into trainer.model and rng; refuse one of another run (other rule, data or config)."""
     with open(ckpt, "rb") as f:
@@ -217,9 +244,7 @@ def restore(ckpt, trainer, rng, result):
     if saved.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"--resume: {ckpt} was written by another version of this code (checkpoint format "
                          f"{saved.get('format')}, this code reads {CHECKPOINT_FORMAT}); start the run again")
-    keys = ("rule", "dataset", "hidden", "seed", "limit", "n_valid", "fold", "no_test", "n_train", "config",
-            "schedule")
-    other = [k for k in keys if not same_setting(saved["result"].get(k), result.get(k))]
+    other = other_settings(saved["result"], result)
     if other:
         raise ValueError(f"--resume: {ckpt} is a run with other settings ({', '.join(other)}); "
                          f"give the same settings, or another --json for a new run")
@@ -826,6 +851,7 @@ def train(args):
     # on each other (bp 7x, Krotov-Hopfield 20-30x slower per epoch); runs go in parallel instead (run_all)
     from threadpoolctl import threadpool_limits
     threads = threadpool_limits(1) if "OMP_NUM_THREADS" not in os.environ else contextlib.nullcontext()
+    check_overwrite(path, result, args.resume)
     with run_lock(path), threads:
         result = summarize(fit(trainer, len(data.x), args.epochs, rng, result, path, args.resume, args.quiet))
         print(f"wrote {save_json(result, path)}")

@@ -187,6 +187,7 @@ def test_resume_after_an_interrupt_gives_the_uninterrupted_result(rule, argv, mo
 def test_resume_refuses_another_runs_checkpoint(tmp_path, capsys):
     path = str(tmp_path / "r.json")
     _cli(tmp_path, "--train", "bp", "--hidden", "8", "--epochs", "1", "--json", path)
+    os.remove(path)              # the checkpoint alone (with the JSON, check_overwrite refuses first)
     with pytest.raises(SystemExit) as exit_:
         _cli(tmp_path, "--train", "bp", "--hidden", "8", "--lr", "0.01", "--epochs", "2", "--json", path, "--resume")
     assert exit_.value.code == 2 and "other settings (config)" in capsys.readouterr().err
@@ -291,6 +292,32 @@ def test_run_name_depends_on_settings_only_and_survives_new_default_fields():
         assert experiments.run_name(other) != name
     assert (experiments.run_name(_result(retests=20, epochs_requested=20))
             != experiments.run_name(_result(retests=20, epochs_requested=60)))       # re-tested: its length counts
+
+
+def test_a_run_never_writes_over_another_runs_file(tmp_path, capsys):
+    """--json naming the file of a run with other settings (with or without --resume, with its checkpoint
+    gone), or a file that is no run's JSON: rc 2 before training and the file unchanged. The same run again
+    without --resume starts afresh, with a note."""
+    path = tmp_path / "r.json"
+    base = ["--train", "bp", "--hidden", "8", "--epochs", "1", "--json", str(path)]
+    _cli(tmp_path, *base)
+    os.remove(str(path) + ".ckpt")
+    saved, _ = path.read_text(), capsys.readouterr()
+    for other, word in ((["--lr", "0.01"], "config"), (["--seed", "1"], "seed"), (["--limit", "500"], "limit"),
+                        (["--lr", "0.01", "--resume"], "config")):
+        with pytest.raises(SystemExit) as exit_:
+            _cli(tmp_path, *base, *other)
+        err = capsys.readouterr()
+        assert exit_.value.code == 2 and f"holds another run (other {word}" in err.err and "epoch" not in err.out
+        assert path.read_text() == saved
+    figure = tmp_path / "fig.json"
+    figure.write_text('{"x": [1, 2]}')
+    with pytest.raises(SystemExit):
+        _cli(tmp_path, *base[:-1], str(figure))
+    assert figure.read_text() == '{"x": [1, 2]}' and "holds another run" in capsys.readouterr().err
+    _cli(tmp_path, *base)
+    assert "holds this run; starting it again" in capsys.readouterr().err
+    assert json.loads(path.read_text())["test_error"] == json.loads(saved)["test_error"]     # same seed
 
 
 def test_run_all_skips_finished_runs_resumes_longer_ones_and_reports_failures(tmp_path):
