@@ -535,3 +535,21 @@ def test_an_interrupt_while_testing_keeps_only_whole_epochs(monkeypatch, tmp_pat
     import pickle
     with open(str(path) + ".ckpt", "rb") as f:
         assert pickle.load(f)["result"]["epochs"] == 1
+
+
+def test_the_json_says_what_was_run(tmp_path):
+    """A 300-image run says so: n_train, limit and n_valid, the seed, the command line, the resolved config,
+    the commit (as git reports it) and the package versions."""
+    import numba
+    import scipy
+    path = tmp_path / "r.json"
+    argv = ["--dataset", "digits", "--quiet", "--out", str(tmp_path), "--train", "bp", "--hidden", "8", "--epochs",
+            "1", "--limit", "300", "--n-valid", "100", "--seed", "2", "--json", str(path)]
+    experiments.main(argv)
+    res = json.loads(path.read_text())
+    assert (res["n_train"], res["limit"], res["n_valid"], res["seed"]) == (300, 300, 100, 2)
+    assert res["command"] == argv and res["config"]["sizes"] == [64, 8, 10] and res["config"]["lr"] == 1e-3
+    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    assert res["versions"]["commit"] == (commit.stdout.strip() or None)
+    assert (res["versions"]["numpy"], res["versions"]["scipy"], res["versions"]["numba"]) == (
+        np.__version__, scipy.__version__, numba.__version__)
