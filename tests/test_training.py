@@ -553,3 +553,33 @@ def test_the_json_says_what_was_run(tmp_path):
     assert res["versions"]["commit"] == (commit.stdout.strip() or None)
     assert (res["versions"]["numpy"], res["versions"]["scipy"], res["versions"]["numba"]) == (
         np.__version__, scipy.__version__, numba.__version__)
+
+
+def test_sdnn_weights_that_stop_being_finite_flag_the_run_as_diverged(monkeypatch, tmp_path, capsys):
+    """finite_or_raise reaches every array of sdnn's model (weights, state, average); a fake epoch 2 that
+    leaves one weight NaN ends the run there: diverged in the JSON, 1 epoch kept, the hint on stderr."""
+    model = _model(SMALL, avg=True)
+    experiments.finite_or_raise(model)
+    for where in (lambda m: m["net"].W[1], lambda m: m["net"].b[0], lambda m: m["state"].V[0],
+                  lambda m: m["avg"].W[0]):
+        broken = _model(SMALL, avg=True)
+        where(broken)[0] = np.inf
+        with pytest.raises(experiments.Diverged):
+            experiments.finite_or_raise(broken)
+    epochs = []
+
+    def train_epoch(net, state, X, y, cfg, rng, progress=None):
+        epochs.append(1)
+        if len(epochs) == 2:
+            net.W[0][0, 0] = np.nan
+        n = len(X)
+        return {"angle": np.full(n, np.nan), "L0": np.zeros(n), "L1": np.zeros(n), "correct": np.zeros(n, bool)}
+    monkeypatch.setattr(sdnn, "train_epoch", train_epoch)
+    monkeypatch.setattr(sdnn, "predict", lambda net, X, cfg, rng, n_jobs=1: np.zeros(len(X), int))
+    path = tmp_path / "r.json"
+    _cli(tmp_path, "--train", "sdnn", "--hidden", "8", "--set", "etas=0.2,0.2", "--limit", "100", "--epochs", "3",
+         "--json", str(path))
+    res = json.loads(path.read_text())
+    assert res["diverged"] is True and res["epochs"] == 1 and len(res["test_error"]) == 1
+    err = capsys.readouterr().err
+    assert "diverged: weights or state not finite" in err and "try smaller --set etas" in err
