@@ -836,10 +836,11 @@ def train(args):
                                                                                   if args.quick else {}))
     result = {"rule": args.train, "dataset": args.dataset, "hidden": list(args.hidden), "seed": args.seed,
               "limit": args.limit, "n_valid": args.n_valid, "fold": args.fold, "no_test": args.no_test,
-              "n_train": len(data.x), "quick": args.quick, "n_classes": data.n_out, "retests": args.retests,
-              "epochs_requested": args.epochs, "command": args.argv, "config": trainer.config,
-              "schedule": trainer.schedule, "versions": versions(), "epochs": 0, "train_error": [], "val_error": [], "test_error": [],
-              "seconds_per_epoch": [], "eval_seconds_per_epoch": [], "diverged": False}
+              "n_train": len(data.x), "n_val": len(data.x_val), "n_test": len(data.x_test), "quick": args.quick,
+              "n_classes": data.n_out, "retests": args.retests, "epochs_requested": args.epochs, "command": args.argv,
+              "config": trainer.config, "schedule": trainer.schedule, "versions": versions(), "epochs": 0,
+              "train_error": [], "val_error": [], "test_error": [], "seconds_per_epoch": [], "eval_seconds_per_epoch": [],
+              "diverged": False}
     if args.train == "sdnn":
         result["preset"] = args.preset
     if args.dynamics:

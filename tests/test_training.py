@@ -547,12 +547,17 @@ def test_the_json_says_what_was_run(tmp_path):
             "1", "--limit", "300", "--n-valid", "100", "--seed", "2", "--json", str(path)]
     experiments.main(argv)
     res = json.loads(path.read_text())
-    assert (res["n_train"], res["limit"], res["n_valid"], res["seed"]) == (300, 300, 100, 2)
+    assert (res["n_train"], res["limit"], res["n_valid"], res["n_val"], res["n_test"], res["seed"]) == (
+        300, 300, 100, 100, 500, 2)
     assert res["command"] == argv and res["config"]["sizes"] == [64, 8, 10] and res["config"]["lr"] == 1e-3
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     assert res["versions"]["commit"] == (commit.stdout.strip() or None)
     assert (res["versions"]["numpy"], res["versions"]["scipy"], res["versions"]["numba"]) == (
         np.__version__, scipy.__version__, numba.__version__)
+    quick = tmp_path / "quick.json"                        # --quick: at most 2,000 train, 300 val, 300 test
+    experiments.main([*argv[:argv.index("--limit")], "--n-valid", "100", "--quick", "--json", str(quick)])
+    res = json.loads(quick.read_text())
+    assert res["quick"] and (res["n_train"], res["n_val"], res["n_test"]) == (1297 - 100, 100, 300)
 
 
 def test_sdnn_weights_that_stop_being_finite_flag_the_run_as_diverged(monkeypatch, tmp_path, capsys):
