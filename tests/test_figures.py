@@ -104,3 +104,20 @@ def test_bench_sdnn_reports_ranges_and_the_reference_phase(monkeypatch):
                                      np.random.default_rng(2), True, train_s, test_s)
     assert calls == [500, 500] and out["numpy_twin_ms_per_train_example"] > 0
     assert out["reference_over_kernel_test"] == pytest.approx(out["reference_ms_per_test_example"] / 2)
+
+
+def test_kh_fields_say_how_many_are_unconverged():
+    """Rows of W built with known l2 norms (30 at 1, 70 at 3; then 90 at 1): the figure and its line name
+    the unconverged count, 'most' when they are the majority, and the demo notebook's 200 epochs when fewer ran."""
+    rng = np.random.default_rng(0)
+    rows = rng.standard_normal((100, 64))
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    W = rows * np.r_[np.ones(30), 3 * np.ones(70)][:, None]
+    assert figures.kh_unconverged(W, 2.0) == 70
+    data = {"W": W, "epochs_unsup": 10, "n_images": 1000, "dataset": "digits", "p": 2.0, "k": 2}
+    title = figures.plot_kh_fields(data).axes[0].get_title()
+    assert "most fields are unconverged after 10 of the demo notebook's 200 epochs (70 of 100 units" in title
+    W[:90] = rows[:90]
+    assert figures.kh_verdict(figures.kh_unconverged(W, 2.0), 100, 200) == (
+        "10 of 100 fields are unconverged (10 of 100 units have not reached norm 1)")
+    assert figures.kh_verdict(0, 100, 10) == "all 100 units have reached norm 1 after 10 of the demo notebook's 200 epochs"
