@@ -271,7 +271,7 @@ def kh_unconverged(W, p):
 
 def kh_verdict(n_off, n, epochs):
     """One line on how converged n fields are, n_off of them away from norm 1, after `epochs` epochs."""
-    part = "most" if 2 * n_off > n else f"{n_off} of {n}"
+    part = "most" if 2 * n_off > n else f"at least {n_off} of {n}"   # at norm 1 a field may still change shape
     short = (f" after {epochs} of the demo notebook's {KH_DEMO_EPOCHS} epochs"
              if isinstance(epochs, int) and epochs < KH_DEMO_EPOCHS else "")
     if n_off == 0:

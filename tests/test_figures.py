@@ -119,5 +119,5 @@ def test_kh_fields_say_how_many_are_unconverged():
     assert "most fields are unconverged after 10 of the demo notebook's 200 epochs (70 of 100 units" in title
     W[:90] = rows[:90]
     assert figures.kh_verdict(figures.kh_unconverged(W, 2.0), 100, 200) == (
-        "10 of 100 fields are unconverged (10 of 100 units have not reached norm 1)")
+        "at least 10 of 100 fields are unconverged (10 of 100 units have not reached norm 1)")
     assert figures.kh_verdict(0, 100, 10) == "all 100 units have reached norm 1 after 10 of the demo notebook's 200 epochs"
