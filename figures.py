@@ -346,6 +346,9 @@ PAPER_T = {("784-10", "784-500-10"): (197.11, 2.5e-58), ("784-10", "784-500-100-
 PAPER_T_8S1 = {**PAPER_T, ("regular", "sparse x5"): (44.96, 4.4e-34)}   # Fig 8-S1's 20-epoch runs
 
 
+QUICK_IMAGES = 500   # training images of a --quick run: enough to run every panel's code, not to learn much
+
+
 def condition(hidden, *items, epochs=60, retests=20, seed_offset=0):
     """One condition of a training figure: hidden sizes, --set items, epochs, final re-tests; its seeds
     start at --seed + seed_offset (another initialisation than the other conditions')."""
@@ -367,7 +370,7 @@ def run_argvs(cfg, quick, conditions):
             argv += ["--set", *cfg.set, *c["set"]] if cfg.set or c["set"] else []
             argv += ["--retests", str(3 if quick else c["retests"])] if c["retests"] else []
             argv += ["--diagnose"] if c["hidden"] else []
-            argv += ["--quick"] if quick else []
+            argv += ["--quick", "--limit", str(QUICK_IMAGES)] if quick else []
             argvs.append(argv)
             labels.append(label)
     return argvs, labels
@@ -376,7 +379,7 @@ def run_argvs(cfg, quick, conditions):
 def sdnn_runs(cfg, quick, conditions):
     """Train every condition of {label: condition(...)} for cfg.seeds seeds on all 60,000 training images
     (the paper's protocol: no validation split, the test set after every epoch) with
-    experiments.run_all. quick: 2 epochs of 2,000 images, 300 test images, 3 re-tests. Every run with
+    experiments.run_all. quick: 2 epochs of QUICK_IMAGES images, 300 test images, 3 re-tests. Every run with
     hidden layers records Fig 5's L0/L1 diagnostics, so that one run serves every figure. Returns
     {label: [result of each seed]}; failed runs are reported by run_all and left out."""
     import experiments
@@ -505,7 +508,7 @@ def plot_retests(ax, c, tests):
 
 
 def titled(data, text):
-    return f"{text} ({data['preset']} preset{', QUICK: 2 epochs, 2,000 images' if data['quick'] else ''})"
+    return f"{text} ({data['preset']} preset{f', QUICK: 2 epochs, {QUICK_IMAGES:,} images' if data['quick'] else ''})"
 
 
 def fig6(cfg, rng, quick):
@@ -587,13 +590,13 @@ def fig5s1(cfg, rng, quick):
     (I - U)^T (I - U), U = J_beta J_gamma with each Jacobian averaged over the last 100 examples (the
     paper; the code averaged the product, also recorded), every 100 examples of epoch 1 of 784-500-10;
     U before and after the epoch. Paper: the eigenvalue falls below 1; U approaches the identity.
-    Trained here, not through a run: one epoch of all 60,000 training images (2,000 with quick)."""
+    Trained here, not through a run: one epoch of all 60,000 training images (QUICK_IMAGES with quick)."""
     import experiments
     from collections import deque
     base = dataclasses.asdict(sdnn.with_hidden(sdnn.PRESETS[cfg.preset or TRAINING_PRESET], (500,)))
     model = experiments.rule_config(sdnn.Config, list(cfg.set), **base)
     x, y = datasets.load(cfg.dataset, data_dir=cfg.data_dir, n_valid=0)["train"]
-    n = 2000 if quick else len(x)
+    n = QUICK_IMAGES if quick else len(x)
     net = sdnn.init_weights(x.shape[1], model, rng)
     state = sdnn.init_state(net)
     Jb, Jg, lam, lam_code, U = deque(maxlen=100), deque(maxlen=100), [], [], []
