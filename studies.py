@@ -6,6 +6,7 @@
 Studies are saved and plotted through figures.py (save_data, load_data, save_figure); benchmarks return their
 measurements for the caller to save. Times are CPU seconds of this process unless a line says wall clock.
 """
+import copy
 import dataclasses
 import itertools
 import json
@@ -798,7 +799,8 @@ def with_dynamics(entry, trainer, data, seed, blocks=10, n_probe=1000, n_angle=5
     """The trainer, its epoch function wrapped to measure after each of `blocks` blocks of epoch 1 (whole
     minibatches, multiples of 100 examples) and after every later epoch, per layer: ||W||_F and ||dW||_F
     over the interval; the angle between the rule's update and backprop's on the same n_angle training
-    examples (the minibatch rules; sdnn records its own per example, as Fig 7A); the angle between the
+    examples (the minibatch rules; sdnn records its own per example, as Fig 7A, and in rate mode, whose
+    kernel records none, its NumPy twin learns those examples on a copy); the angle between the
     feedback and what backprop would use (feedback_pairs); and the linear CKA of each hidden layer with a
     backprop twin's on n_probe validation images. The twin is a BP MLP of the same sizes trained on the
     same minibatches (the minibatch rules: with the rule's config, from the rule's initial weights). The
@@ -836,6 +838,10 @@ def with_dynamics(entry, trainer, data, seed, blocks=10, n_probe=1000, n_angle=5
             point["angle_bp"] = update_angles(rule, mm["params"], data.x[:n_angle], t[:n_angle], cfg)
         elif rule == "sdnn" and numbers is not None and numbers.get("mean_angle_deg") is not None:
             point["angle_bp"] = [numbers["mean_angle_deg"]]     # first hidden layer, mean over the block
+        elif rule == "sdnn" and not cfg.spiking and len(mm["net"].W) > 1:   # the rate kernel records none:
+            net = copy.deepcopy(mm["net"])                      # its NumPy twin's, learning on a copy
+            point["angle_bp"] = [float(np.mean([sdnn.rate_train_example(net, x, int(c), cfg)["angle"]
+                                                for x, c in zip(data.x[:n_angle], data.y[:n_angle])]))]
         point["feedback_angle"] = [angle_deg(f, w) for f, w in feedback_pairs(entry, mm)]
         ours = hidden_layers(entry, mm, probe, cfg, mm["dynamics"]["rng"])
         theirs = baselines.forward(mm["dynamics"]["twin"], probe, twin_cfg)["h"][1:-1]

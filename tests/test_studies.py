@@ -300,3 +300,14 @@ def test_complexity_prints_and_saves_both_tables_from_the_command_line(tmp_path)
 def test_bad_study_input_names_the_flag(argv, words, tmp_path):
     r = run_cli(*argv, "--out", str(tmp_path), cwd=tmp_path)
     assert r.returncode != 0 and words in r.stderr and "Traceback" not in r.stderr
+
+
+def test_dynamics_of_rate_sdnn_give_its_angle_to_backprop_smaller_with_symmetric_feedback(tmp_path):
+    """Rate-mode sdnn's kernel records no angle; the study's twin on a copy does, without changing the run.
+    Feedback Y = W1^T (Fig 8D) sends nearly backprop's error: its angle is far below random feedback's."""
+    argv = ["--train", "sdnn", "--preset", "rate", "--hidden", "32", "--epochs", "2", "--set", "etas=0.2,0.2"]
+    random, without = run_json(tmp_path, *argv, "--dynamics"), run_json(tmp_path, *argv)
+    symmetric = run_json(tmp_path, *argv, "symmetric_feedback=true", "--dynamics")
+    assert random["test_error"] == without["test_error"]
+    last = [[p for epoch in r["dynamics"] for p in epoch][-1]["angle_bp"][0] for r in (random, symmetric)]
+    assert 0 < last[1] < 30 < last[0] < 90, last
