@@ -967,6 +967,8 @@ def plot_dynamics(data):
                 labels.append(b)
     axes[5].set_axis_off()
     axes[5].legend(handles, labels, fontsize=8, ncol=2, loc="center")
+    axes[5].text(0.5, 0.05, "with one hidden layer, DFA's feedback is FA's:\nfrom one seed their lines coincide",
+                 transform=axes[5].transAxes, ha="center", fontsize=8)
     fig.suptitle(f"Learning dynamics on {data['dataset']}, 784-500-10, seed {data['seed']}, {data['epochs']} epochs "
                  f"(epoch 1 in blocks){' -- QUICK: 1,000 images' if data['quick'] else ''}; missing lines: the "
                  "quantity does not exist for that rule", fontsize=10)
