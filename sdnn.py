@@ -359,7 +359,9 @@ def draw_candidates(sizes, T, cfg, rng):
     (independent of the unit, resolution 2^-53 n).
     Returns ptr (n_pop, T + 1) and u: candidates of population p at step t are u[ptr[p, t]:ptr[p, t+1]].
     """
-    counts = rng.poisson(cfg.phi_max * np.asarray(sizes, np.float64)[:, None], size=(len(sizes), T))
+    counts = np.empty((len(sizes), T), np.int64)
+    for p, n in enumerate(sizes):   # the draws of one broadcast call over (population, step), at half its cost
+        counts[p] = rng.poisson(cfg.phi_max * n, size=T)
     ptr = np.zeros((len(sizes), T + 1), np.int64)
     ptr[:, 1:] = np.cumsum(counts).reshape(len(sizes), T)
     ptr[1:, 0] = ptr[:-1, -1]
