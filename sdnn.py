@@ -502,8 +502,9 @@ def run_phase(net, state, x, T, label, cfg, rng, offsets=None, record=False, jit
     jit : use the Numba kernel (False: the NumPy twin, same maths, slow).
     window : (lo, hi) steps averaged; default: the training window of cfg.window (Eq 22).
     learn : False skips what only learning needs (window sums of s, the hidden layers' averages of V
-        and V_a, returned as zeros, and, when g_a = 0 and nothing is recorded, the apical compartment
-        and output spikes, which then cannot act on V).
+        and V_a, returned as zeros, and, when g_a = 0 and nothing is recorded, the apical compartment,
+        output spikes and output rates phi_out, which then cannot act on V).
+        A test phase needs only the output's mean V.
 
     Returns a dict of window averages: V (per layer), V_a (hidden), phi_out, s (presynaptic PSPs per
     population, the s-bar of Eqs 28 and 33), spike counts and, for the code's kernel, the spikes of
@@ -587,8 +588,9 @@ def _phase_setup(net, x, T, label, cfg, rng, offsets, record, learn, window, inp
 
 def _active(x):
     """The inputs with a non-zero rate, and their pixel values."""
+    x = np.asarray(x)
     act = np.flatnonzero(x)
-    return act, np.asarray(x, np.float64)[act]
+    return act, x[act].astype(np.float64)
 
 
 def _weights(net):
@@ -687,14 +689,15 @@ def _phase_numpy(weights, state, draws, phase, sums, consts, flags):
                 I = I_scale * (g_E * (E_E - V[k]) + g_I * (E_I - V[k]))                      # Eq. (20)
                 V[k][:] += dt * (-g_l * V[k] + g_d * (V_b - V[k]) + I)                       # Eq. (19)
                 V_a = np.zeros_like(V_b)
-                phi_out[:] = phi_max * sigma(V[k].astype(np.float64))                        # Eq. (17)
+                if apical:                               # the output rates feed back or are learned from
+                    phi_out[:] = phi_max * sigma(V[k].astype(np.float64))                    # Eq. (17)
             if k < L and learn:                          # plateau window (Eq. (21))
                 in_win = (lo_a[k] <= t) & (t < hi_a[k])  # per unit; length 1 = synchronous (lo, hi)
                 Va_sum[k][:] += np.where(in_win, V_a, np.float32(0))
             # ---- window sums: V, and phi_out (Eq. (6)) ----
             if lo <= t < hi and (learn or k == L):
                 V_sum[k][:] += V[k]
-                if k == L:
+                if k == L and apical:
                     phi_sum[:] += phi_out
             if record:
                 rec[k][t, 0], rec[k][t, 1], rec[k][t, 2] = V_b, V_a, V[k]
@@ -778,7 +781,7 @@ def train_example(net, state, x, label, cfg, rng, record=False, jit=True, update
     L = len(net.W) - 1
     if cfg.reset_each_example:
         _reset(state)
-    T_f, T_t = (int(v) for v in phase_lengths(2, cfg, rng))
+    T_f, T_t = phase_lengths(2, cfg, rng).tolist()
     off_f = off_t = None
     if cfg.stochastic_plateau:
         off_f = [plateau_offsets(net.W[k].shape[0], cfg, rng) for k in range(L)]
@@ -822,7 +825,7 @@ def _train_example_kernel(net, state, x, label, T, offsets, cfg, rng, record, up
         _learning(cfg, update), flags)
     info = {"L1": float(res[1]), "L0": float(res[0]), "pred": int(res[2]),
             "alpha_f": [avg[0, k, :n[k]] for k in range(L)], "alpha_t": [avg[1, k, :n[k]] for k in range(L)],
-            "n_spikes": n_spk.sum(axis=0).tolist(), "T": T, "V_out_f": V_f[L, :n[L]]}
+            "n_spikes": n_spk.tolist(), "T": T, "V_out_f": V_f[L, :n[L]]}
     if L:
         info["angle"] = float(res[3])
     if record:
@@ -1123,7 +1126,7 @@ def _example_kernel(weights, state, phases, consts, learning, flags):
     learning: (etas, P, k_b, k_d, phi_max, update, backprop), P per layer (P0, ..., P0, P1).
     Returns the new ring position; res = [L0, L1, predicted class, angle to backprop's error (degrees)];
     the forward phase's mean V (L + 1, n_max); avg = [alpha_f, alpha_t, mean V_a forward, mean V_a
-    target] (4, L, n_max); the spikes per population of each phase (2, L + 2). Its sums are plain
+    target] (4, L, n_max); the spikes per population in both phases (L + 2). Its sums are plain
     float64 loops where the NumPy path uses BLAS (same values up to rounding).
     """
     WT, b, YT = weights
@@ -1180,9 +1183,7 @@ def _example_kernel(weights, state, phases, consts, learning, flags):
             _rank1_update(WT[k], b[k], scale, E[k], s[k])                                     # Eqs. (29), (35)
             _fix_traces_kernel(work, k, m, WT[k].shape[0], scale, E[k], s[k], pos, draws_t, phase_t[0], truncated)
     _work_out(work, state, truncated)
-    n_spk = np.zeros((2, L + 2), np.int64)
-    n_spk[0], n_spk[1] = n_f, n_t
-    return pos, res, V_f, avg, n_spk
+    return pos, res, V_f, avg, n_f + n_t
 
 
 @njit(cache=True, nogil=True)
@@ -1345,7 +1346,9 @@ def _step_loop(weights, work, pos, draws, phase, sums, consts, flags):
                         I = I_scale * (g_E[i] * (E_E - V[k, i]) + g_I[i] * (E_I - V[k, i]))   # Eq. (20)
                         V[k, i] += dt * (-g_l * V[k, i] + g_d * (V_b[i] - V[k, i]) + I)        # Eq. (19)
                         V_a[i] = 0.0
-                        phi_out[i] = phi_max * _sig(np.float64(V[k, i]))                     # Eq. (17)
+                    if apical:                   # the output rates feed back or are learned from
+                        for i in range(m):
+                            phi_out[i] = phi_max * _sig(np.float64(V[k, i]))                 # Eq. (17)
             if k < L and learn:                  # plateau window (Eq. (21))
                 if lo_w.shape[1] == 1:           # one for all units (synchronous plateaus)
                     if lo_w[k, 0] <= t < hi_w[k, 0]:
@@ -1359,7 +1362,7 @@ def _step_loop(weights, work, pos, draws, phase, sums, consts, flags):
             if lo <= t < hi and (learn or k == L):
                 for i in range(m):
                     V_sum[k, i] += V[k, i]
-                if k == L:
+                if k == L and apical:
                     for i in range(m):
                         phi_sum[i] += phi_out[i]
             if record:                           # rows V_b, V_a, V (spike counts: row 3)
