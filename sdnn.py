@@ -343,9 +343,26 @@ def init_state(net):
 
 
 # ---------------------------------------------------------------------------------------------------
-# Randomness, drawn in bulk in NumPy from the caller's Generator and passed to the step loop, which
-# stays deterministic; and the per-phase tables of the step loop
+# Randomness, from the caller's Generator and passed to the step loop, which stays deterministic: the
+# candidate counts drawn in NumPy, and a seed for the candidates' uniforms; and the per-phase tables of
+# the step loop
 # ---------------------------------------------------------------------------------------------------
+
+# SplitMix64 (Steele, Lea & Flood 2014, "Fast splittable pseudorandom number generators", OOPSLA): the
+# e-th number of the stream `seed` mixes seed + (e + 1) gamma, so the kernel computes a candidate's
+# uniform where it needs it, in ~1 ns (NumPy's Generator.random: ~5 ns a number, most of a phase's draws).
+_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
+def candidate_uniforms(seed, lo, hi):
+    """The uniforms in [0, 1) of candidates lo..hi-1 of the stream `seed` (twin of the kernel's _uniform)."""
+    z = np.uint64(seed) + (np.arange(lo, hi, dtype=np.uint64) + np.uint64(1)) * _GAMMA   # modulo 2^64
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    z ^= z >> np.uint64(31)
+    return (z >> np.uint64(11)).astype(np.float64) * 2.0 ** -53                        # top 53 bits
+
 
 def draw_candidates(sizes, T, cfg, rng):
     """Candidate spikes at the maximum rate phi_max for populations of `sizes` units over T steps.
@@ -357,7 +374,8 @@ def draw_candidates(sizes, T, cfg, rng):
     All units of a population share one Poisson count per step (Poisson splitting) and one uniform
     u per candidate carries both the unit, int(u n), and the acceptance uniform, u n - int(u n)
     (independent of the unit, resolution 2^-53 n).
-    Returns ptr (n_pop, T + 1) and u: candidates of population p at step t are u[ptr[p, t]:ptr[p, t+1]].
+    Returns ptr (n_pop, T + 1), the candidates of population p at step t being e = ptr[p, t] ..
+    ptr[p, t+1] - 1, and the seed of their uniforms, candidate_uniforms(seed, e, e + 1).
     """
     counts = np.empty((len(sizes), T), np.int64)
     for p, n in enumerate(sizes):   # the draws of one broadcast call over (population, step), at half its cost
@@ -365,7 +383,7 @@ def draw_candidates(sizes, T, cfg, rng):
     ptr = np.zeros((len(sizes), T + 1), np.int64)
     ptr[:, 1:] = np.cumsum(counts).reshape(len(sizes), T)
     ptr[1:, 0] = ptr[:-1, -1]
-    return ptr, rng.random(ptr[-1, -1])
+    return ptr, np.uint64(rng.bit_generator.random_raw())   # one 64-bit draw seeds the uniforms
 
 
 def plateau_offsets(n, cfg, rng):
@@ -516,7 +534,7 @@ def run_phase(net, state, x, T, label, cfg, rng, offsets=None, record=False, jit
     its first lines:
       weights (WT, b, YT): W^T, b, Y^T per layer (Y^T of the hidden layers);
       state: the arrays of State, in its field order, and pos;
-      draws (ptr, u, acc, act, x_act): candidate spikes (draw_candidates), their acceptance flags,
+      draws (ptr, seed, acc, act, x_act): candidate spikes (draw_candidates), their acceptance flags,
         the inputs with a non-zero rate and those rates;
       phase (T, lo, hi, lo_a, hi_a, K, E_L, E_s, G, g_E, g_I): length, averaging window, plateau
         windows per hidden layer, the window tables (_window_tables), teaching conductances (_teacher);
@@ -535,7 +553,7 @@ def run_phase(net, state, x, T, label, cfg, rng, offsets=None, record=False, jit
     sums = (s_sum, V_sum, Va_sum, phi_sum, n_spk, rec)
     step_loop = _phase_kernel if jit else _phase_numpy
     state.pos = step_loop(_weights(net), _state_tuple(state), draws, phase, sums, _constants(cfg), flags)
-    ptr, u, acc, act, _ = draws
+    ptr, seed, acc, act, _ = draws
     W_len = hi - lo
     out = {"V": [v / W_len for v in V_sum],
            "V_a": [Va_sum[k] / (hi_a[k] - lo_a[k]) for k in range(L)],
@@ -551,7 +569,7 @@ def run_phase(net, state, x, T, label, cfg, rng, offsets=None, record=False, jit
             steps = []
             for t in range(T - 10, T):
                 e = slice(ptr[p, t], ptr[p, t + 1])
-                idx = (u[e] * m).astype(np.int64)[acc[e].astype(bool)]
+                idx = (candidate_uniforms(seed, e.start, e.stop) * m).astype(np.int64)[acc[e].astype(bool)]
                 steps.append(act[idx] if p == 0 else idx)
             last.append(steps)
         out["last10"] = last
@@ -576,9 +594,9 @@ def _phase_setup(net, x, T, label, cfg, rng, offsets, record, learn, window, inp
         hi_a = tuple(T - o for o in offsets)
         lo_a = tuple(h - (30 if cfg.window == "after_settle" else 20) for h in hi_a)
     act, x_act = inputs or _active(x)
-    ptr, u = draw_candidates((len(act),) + n, T, cfg, rng)
-    acc = np.zeros(len(u), np.uint8)                          # 1 where a candidate became a spike
-    draws = (ptr, u, acc, act, x_act)
+    ptr, seed = draw_candidates((len(act),) + n, T, cfg, rng)
+    acc = np.zeros(ptr[-1, -1], np.uint8)                     # 1 where a candidate became a spike
+    draws = (ptr, seed, acc, act, x_act)
     phase = (T, lo, hi, lo_a, hi_a, *_window_tables(T, lo, hi, cfg.psp, cfg.tau_L, cfg.tau_s),
              *_teacher(n[L], label))
     rec = tuple(np.zeros((T, 4, m), np.float32) for m in n) if record else _dummy_rec(n)
@@ -638,7 +656,7 @@ def _phase_numpy(weights, state, draws, phase, sums, consts, flags):
     """NumPy twin of _phase_kernel: the step loop of one phase, vectorised over units. Returns pos."""
     WT, b, YT = weights
     u_L, u_s, a_L, a_s, V, ring_b, ring_a, x_L, x_s, out_L, out_s, n_out_hist, phi_out, pos = state
-    ptr, u, acc, act, x_act = draws
+    ptr, seed, acc, act, x_act = draws
     T, lo, hi, lo_a, hi_a, K, E_L, E_s, G, g_E, g_I = phase
     s_sum, V_sum, Va_sum, phi_sum, n_spk, rec = sums
     c, kappa10 = consts
@@ -652,7 +670,7 @@ def _phase_numpy(weights, state, draws, phase, sums, consts, flags):
     for t in range(T):
         # ---- input spikes: one shared increment W0[:, j] per spike for both traces (Eq. (11)) ----
         e = slice(ptr[0, t], ptr[0, t + 1])
-        w = u[e] * len(act)
+        w = candidate_uniforms(seed, e.start, e.stop) * len(act)
         a = w.astype(np.int64)
         keep = w - a < x_act[a]                          # thinning: kept with probability x_j
         acc[e] = keep
@@ -703,7 +721,7 @@ def _phase_numpy(weights, state, draws, phase, sums, consts, flags):
                 rec[k][t, 0], rec[k][t, 1], rec[k][t, 2] = V_b, V_a, V[k]
             # ---- spikes by thinning: keep a candidate iff its uniform < sigma(V) (Eq. (17)) ----
             e = slice(ptr[k + 1, t], ptr[k + 1, t + 1] if (k < L or apical) else ptr[k + 1, t])
-            w = u[e] * len(b[k])
+            w = candidate_uniforms(seed, e.start, e.stop) * len(b[k])
             i = w.astype(np.int64)                       # unit = integer part
             keep = w - i < sigma(V[k][i])                # uniform = fractional part; float32 sigma
             acc[e] = keep
@@ -1091,6 +1109,16 @@ def _sig(v):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _uniform(seed, e):
+    """The uniform in [0, 1) of candidate e of the stream `seed`: SplitMix64 (twin: candidate_uniforms)."""
+    z = seed + np.uint64(e + 1) * _GAMMA
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    z = z ^ (z >> np.uint64(31))
+    return np.float64(z >> np.uint64(11)) * 2.0 ** -53
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _sig32(v):
     """Logistic function of a float32 in float32 (expf: half the cost of exp, as precise as V)."""
     one = np.float32(1.0)
@@ -1245,7 +1273,7 @@ def _step_loop(weights, work, pos, draws, phase, sums, consts, flags):
     ring position. One flat loop, without helpers that take arrays (see the banner above)."""
     WT, b, YT = weights
     u_L, u_s, a_L, a_s, V, ring_b, ring_a, x_L, x_s, out_L, out_s, n_out_hist, phi_out = work
-    ptr, u, acc, act, x_act = draws
+    ptr, seed, acc, act, x_act = draws
     T, lo, hi, lo_a, hi_a, K, E_L, E_s, G, g_E, g_I = phase
     s_sum, V_sum, Va_sum, phi_sum, n_spk, rec = sums
     c, kappa10 = consts
@@ -1263,7 +1291,7 @@ def _step_loop(weights, work, pos, draws, phase, sums, consts, flags):
         # probability x_a, so the counts are Poisson(phi_max x) (Methods "Training paradigm") ----
         n_s = 0
         for e in range(ptr[0, t], ptr[0, t + 1]):
-            w_e = u[e] * n_act
+            w_e = _uniform(seed, e) * n_act
             a = int(w_e)
             keep = w_e - a < x_act[a]            # branch-free compaction: always write, count if kept
             acc[e] = keep
@@ -1374,7 +1402,7 @@ def _step_loop(weights, work, pos, draws, phase, sums, consts, flags):
             e_end = ptr[k + 1, t + 1] if (k < L or apical) else ptr[k + 1, t]   # no output spikes if unused
             n_s = 0
             for e in range(ptr[k + 1, t], e_end):
-                w_e = u[e] * m
+                w_e = _uniform(seed, e) * m
                 i = int(w_e)
                 keep = w_e - i < _sig32(V[k, i])
                 acc[e] = keep
@@ -1531,7 +1559,7 @@ def _fix_traces_kernel(work, k, m, n_pre, scale, E, s, pos, draws, T, truncated)
             u_L[k, i] += np.float32(scale * E[i] * dot_L)
             u_s[k, i] += np.float32(scale * E[i] * dot_s)
         return
-    ptr, u, acc, act, _ = draws
+    ptr, seed, acc, act, _ = draws
     if k == 0:
         n_pre = act.shape[0]                     # input candidates pick one of the active inputs
     for r in range(10):                          # ring slot of step T-10+r is (pos - 10 + r) % 10
@@ -1539,7 +1567,7 @@ def _fix_traces_kernel(work, k, m, n_pre, scale, E, s, pos, draws, T, truncated)
         total = 0.0                              # s summed over the spikes of population k at step t
         for e in range(ptr[k, t], ptr[k, t + 1]):
             if acc[e]:
-                j = int(u[e] * n_pre)
+                j = int(_uniform(seed, e) * n_pre)
                 total += s[act[j]] if k == 0 else s[j]
         slot = (pos - 10 + r) % 10
         for i in range(m):
