@@ -314,8 +314,38 @@ def uniform(rng, r, shape, cfg):
     return rng.uniform(-r, r, size=shape).astype(cfg.dtype)
 
 
+# Plausibility marks, declared next to each rule below (sdnn.py declares its own): for each property of
+# PROPERTIES, (mark, reason) with mark "yes", "no" or "partly"; "backward_steps" is the sequential
+# critical path, the number of layer-to-layer steps an error (or target) takes before the first hidden
+# layer can update, as a formula in L, the number of hidden layers, with its reason. Data only:
+# `python experiments.py --study complexity` builds the table from it.
+PROPERTIES = {
+    "exact_gradients": "the update is the gradient of the loss (or becomes it in a limit)",
+    "no_weight_transport": "no synapse's update or feedback needs the value of another synapse",
+    "no_separate_pathways": "errors reach a neuron through the neuron itself (a compartment, a phase), "
+                            "not through a backward network of their own",
+    "dendritic_integration": "feedback arrives in a dendritic compartment apart from the feedforward input",
+    "separate_weights_learned": "feedback weights, apart from the forward ones, are learned by a rule of their own",
+    "linear_stabilisation": "the signal approximates the gradient only to first order: a linear correction, "
+                            "weak nudging or a small-beta limit keeps it close",
+    "explicit_error_representation": "a unit or compartment carries a signed error value",
+}
+PLAUSIBILITY = {}
+
+
 # ------------------------------------------------------------------------------------------------
 # BP: delta_l = (delta_(l+1) W_(l+1)) * f'(a_l)  -- bp_hidden_errors in the skeleton above.
+
+PLAUSIBILITY["bp"] = {
+    "exact_gradients": ("yes", "delta_l = (delta_(l+1) W_(l+1)) f'(a_l) is the chain rule [1]"),
+    "no_weight_transport": ("no", "the backward pass multiplies by W_(l+1), the forward synapses' own values"),
+    "no_separate_pathways": ("no", "delta travels down a backward pathway of its own"),
+    "dendritic_integration": ("no", "point units: nothing keeps feedback apart from feedforward input"),
+    "separate_weights_learned": ("no", "no feedback weights: the backward pass reuses W"),
+    "linear_stabilisation": ("no", "exact: nothing to correct"),
+    "explicit_error_representation": ("yes", "delta_l is a signed error per unit"),
+    "backward_steps": ("L", "delta passes W_(L+1), ..., W_2 one layer at a time"),
+}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -335,6 +365,18 @@ def fa_hidden_errors(params, cache, e, cfg):
         back = deltas[0] @ params["B"][l]                    # FA: fixed random B_(l+1), shape of W_(l+1)
         deltas.insert(0, back * dact(cfg.activation, cache["h"][l]))
     return deltas
+
+
+PLAUSIBILITY["fa"] = {
+    "exact_gradients": ("no", "B replaces W: the update comes within 90 deg of BP's as W aligns with B [2]"),
+    "no_weight_transport": ("yes", "B_(l+1) is fixed and random, independent of W"),
+    "no_separate_pathways": ("no", "the error still travels down a backward pathway, through B"),
+    "dendritic_integration": ("no", "point units: one compartment sums all the inputs a unit gets"),
+    "separate_weights_learned": ("no", "B stays fixed at its random start"),
+    "linear_stabilisation": ("no", "no correction: alignment comes from W learning [2]"),
+    "explicit_error_representation": ("yes", "delta_l is a signed error per unit"),
+    "backward_steps": ("L", "the error passes B_(L+1), ..., B_2 one layer at a time"),
+}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -357,6 +399,18 @@ def dfa_hidden_errors(params, cache, e, cfg):
     return deltas
 
 
+PLAUSIBILITY["dfa"] = {
+    "exact_gradients": ("no", "a fixed random D_l replaces the product of the layers above [3]"),
+    "no_weight_transport": ("yes", "D_l is fixed and random"),
+    "no_separate_pathways": ("no", "a direct feedback pathway from the output error to every hidden layer"),
+    "dendritic_integration": ("no", "point units: one compartment sums all the inputs a unit gets"),
+    "separate_weights_learned": ("no", "D_l stays fixed at its random start"),
+    "linear_stabilisation": ("no", "no correction term: alignment comes from W learning, as FA"),
+    "explicit_error_representation": ("yes", "e and delta_l are signed errors per unit"),
+    "backward_steps": ("1", "e reaches every hidden layer at once, through its own D_l [3]"),
+}
+
+
 # ------------------------------------------------------------------------------------------------
 # Sign symmetry, uSF (Liao 2016 [4]; BioTorch [10], biotorch/layers/usf/linear.py): the feedback shares
 # only the signs of W_(l+1).
@@ -376,6 +430,18 @@ def sign_hidden_errors(params, cache, e, cfg):
         back = deltas[0] @ sign_feedback(params["W"][l])     # uSF: signs of W_(l+1), fixed magnitude
         deltas.insert(0, back * dact(cfg.activation, cache["h"][l]))
     return deltas
+
+
+PLAUSIBILITY["sign"] = {
+    "exact_gradients": ("no", "only the signs of W_(l+1) are sent back, with a fixed magnitude [4]"),
+    "no_weight_transport": ("partly", "the feedback must know, and follow, the sign of every forward synapse"),
+    "no_separate_pathways": ("no", "the error travels down a backward pathway"),
+    "dendritic_integration": ("no", "point units: one compartment sums all the inputs a unit gets"),
+    "separate_weights_learned": ("no", "the feedback is computed from W's signs, not learned by a rule of its own"),
+    "linear_stabilisation": ("no", "no correction term: the signs follow W as it learns"),
+    "explicit_error_representation": ("yes", "delta_l is a signed error per unit"),
+    "backward_steps": ("L", "the error passes sign(W_(L+1)), ..., sign(W_2) one layer at a time"),
+}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -501,6 +567,18 @@ def tp_hidden_errors(params, cache, e, cfg):
     return target_errors(cache, h_hat, e, cfg)
 
 
+PLAUSIBILITY["tp"] = {
+    "exact_gradients": ("no", "targets through learned inverses; no gradient below the top hidden layer [5]"),
+    "no_weight_transport": ("partly", "the top target h_(L-1) - alpha dL/dh_(L-1) uses W_L; below, only g_l"),
+    "no_separate_pathways": ("no", "targets travel down a network of inverses g_l of their own"),
+    "dendritic_integration": ("no", "point units: one compartment sums all the inputs a unit gets"),
+    "separate_weights_learned": ("yes", "the inverses g_l learn from their reconstruction loss"),
+    "linear_stabilisation": ("no", "no difference correction, hence the failure described above"),
+    "explicit_error_representation": ("partly", "each layer forms h_l - h_hat_l; targets, not errors, travel"),
+    "backward_steps": ("L", "one gradient step to the top hidden layer, then g_L, ..., g_2 in turn"),
+}
+
+
 # ------------------------------------------------------------------------------------------------
 # DTP (Lee 2015 [5]): as TP, plus the difference correction h_l - g_(l+1)(h_(l+1)), which cancels the
 # inverse's reconstruction error: if h_hat_(l+1) = h_(l+1), then h_hat_l = h_l exactly.
@@ -517,6 +595,10 @@ def dtp_hidden_errors(params, cache, e, cfg):
     L = len(params["W"])
     h_hat = {L - 1: gradient_step_target(params, cache, e, cfg)}
     return target_errors(cache, difference_targets(params, cache["h"], h_hat, L - 1, cfg), e, cfg)
+
+
+PLAUSIBILITY["dtp"] = dict(PLAUSIBILITY["tp"], linear_stabilisation=(
+    "yes", "the difference correction h_l - g(h_(l+1)) cancels the inverse's error to first order [5]"))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -541,6 +623,13 @@ def sdtp_hidden_errors(params, cache, e, cfg):
     L = len(params["W"])
     h_hat = {L: label_target(cache, e)}                                            # SDTP: the label
     return target_errors(cache, difference_targets(params, cache["h"], h_hat, L, cfg), e, cfg)
+
+
+PLAUSIBILITY["sdtp"] = dict(
+    PLAUSIBILITY["dtp"],
+    exact_gradients=("no", "the output target is the label; targets through learned inverses [6]"),
+    no_weight_transport=("yes", "no gradient is transported anywhere [6]"),
+    backward_steps=("L", "from the label through g_(L+1), ..., g_2 in turn"))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -568,6 +657,9 @@ def aosdtp_hidden_errors(params, cache, e, cfg):
     h_hat = {L - 1: h[L - 1] - g(params, L, np.hstack([h[L], z]), cfg)
              + g(params, L, np.hstack([label_target(cache, e), z]), cfg)}         # AO: z is its own target
     return target_errors(cache, difference_targets(params, h, h_hat, L - 1, cfg), e, cfg)
+
+
+PLAUSIBILITY["aosdtp"] = dict(PLAUSIBILITY["sdtp"])   # the auxiliary units change no mark
 
 
 # ------------------------------------------------------------------------------------------------
@@ -845,7 +937,7 @@ def kh_epoch(W, x, perm, epoch, cfg, progress=None):
     """Unsupervised epoch `epoch` of the rule on the images x in the order perm, W in place; returns
     eps and the median Lebesgue-p norm of the rows (1 once a unit has converged, [7] Eq. 3)."""
     eps = kh_eps(epoch, cfg)
-    for i in range(0, len(x), cfg.batch_unsup):
+    for i in range(0, len(perm), cfg.batch_unsup):
         batch = perm[i:i + cfg.batch_unsup]
         kh_step(W, x[batch], eps, cfg)
         if progress:
@@ -881,6 +973,18 @@ def kh_top_init(n_out, cfg):
 def kh_predict(S, h):
     """Class predictions: argmax_alpha c_alpha = argmax of S h, since tanh is increasing."""
     return (h @ S.T).argmax(axis=1)
+
+
+PLAUSIBILITY["kh"] = {
+    "exact_gradients": ("no", "the hidden layer learns without labels, by competition [7]"),
+    "no_weight_transport": ("yes", "no error reaches the hidden layer"),
+    "no_separate_pathways": ("yes", "no feedback pathway: the hidden layer's learning is local"),
+    "dendritic_integration": ("no", "point units: one compartment sums all the inputs a unit gets"),
+    "separate_weights_learned": ("no", "no feedback weights"),
+    "linear_stabilisation": ("no", "no error signal to approximate"),
+    "explicit_error_representation": ("no", "only the top layer's delta rule sees an error"),
+    "backward_steps": ("0", "the hidden layer never waits for an error"),
+}
 
 
 # ---- Equilibrium propagation ------------------------------------------------------------------
@@ -1055,6 +1159,18 @@ def eqprop_predict(params, x, cfg):
         return relax(params, xc, eqprop_zero_state(params, len(xc), cfg.dtype), cfg.n_free_eval,
                      cfg.epsilon)[-1].argmax(axis=1)
     return in_chunks(classify, x)
+
+
+PLAUSIBILITY["eqprop"] = {
+    "exact_gradients": ("partly", "the gradient in the limit beta -> 0 at settled fixed points ([8] Theorem 1)"),
+    "no_weight_transport": ("no", "top-down input uses W_(l+1)^T, the bottom-up synapses themselves (symmetry)"),
+    "no_separate_pathways": ("yes", "the same units carry both phases; no error pathway"),
+    "dendritic_integration": ("no", "point units: one compartment sums all the inputs a unit gets"),
+    "separate_weights_learned": ("no", "no separate feedback weights"),
+    "linear_stabilisation": ("yes", "weak clamping: the nudge is a first-order (small beta) effect [8]"),
+    "explicit_error_representation": ("no", "the error is the difference between two phases' activities"),
+    "backward_steps": ("L", "the nudge spreads one layer per relaxation step of the clamped phase"),
+}
 
 
 # ---- Dendritic cortical microcircuits ---------------------------------------------------------
@@ -1307,3 +1423,15 @@ def microcircuit_step(params, x, u_trgt, r_trgt, cfg):
 def microcircuit_predict(params, x, cfg):
     """argmax of the bottom-up output potentials."""
     return in_chunks(lambda xc: microcircuit_forward(params, xc, cfg)["vB_hat"][-1].argmax(axis=1), x)
+
+
+PLAUSIBILITY["microcircuit"] = {
+    "exact_gradients": ("no", "with fixed random B_k it approximates feedback alignment, not BP [9]"),
+    "no_weight_transport": ("yes", "B_k is fixed and random; interneurons learn by local plasticity"),
+    "no_separate_pathways": ("yes", "errors live in the apical dendrites of the same pyramidal neurons"),
+    "dendritic_integration": ("yes", "basal and apical compartments; the apical potential is the error [9]"),
+    "separate_weights_learned": ("yes", "W^IP and W^PI learn by local rules ([9] Eqs. 8-9)"),
+    "linear_stabilisation": ("yes", "the match to BP holds to first order in the nudging (weak feedback) [9]"),
+    "explicit_error_representation": ("yes", "the apical potential v_A,k is a signed error"),
+    "backward_steps": ("L", "the teaching signal sweeps down one layer at a time ([9] section 3.4)"),
+}

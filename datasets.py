@@ -288,7 +288,10 @@ def _ensure(folder, name, download, verify):
     renamed into place (os.replace is atomic), so an interrupted or corrupt download leaves nothing.
     """
     missing = [f for f in FILES[name] if not os.path.isfile(os.path.join(folder, f))]
-    failures, created = [], not os.path.isdir(folder)
+    failures, new = [], os.path.abspath(folder)
+    while not os.path.exists(os.path.dirname(new)):     # the top folder a download would create
+        new = os.path.dirname(new)
+    created = not os.path.exists(new)
     for fname in list(missing) if download else []:
         for base in URLS[name]:
             tmp = None
@@ -309,8 +312,12 @@ def _ensure(folder, name, download, verify):
         if fname in missing:   # no source worked (offline?): do not wait on the other files
             break
     if missing:
-        if created and os.path.isdir(folder) and not os.listdir(folder):
-            os.rmdir(folder)   # leave no empty folder behind
+        path = os.path.abspath(folder)
+        while created and os.path.isdir(path) and not os.listdir(path):   # leave no empty folders behind
+            os.rmdir(path)
+            if path == new:
+                break
+            path = os.path.dirname(path)
         why = ("download failed:\n  " + "\n  ".join(failures)) if download else "download=False"
         raise DataError(
             f"{name}: {len(missing)} file(s) missing from {folder}: {', '.join(missing)} ({why}).\n"

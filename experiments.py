@@ -4,6 +4,8 @@
     python experiments.py --train fa --lr 3e-4           # any rule of baselines.py (see --list)
     python experiments.py --train sdnn --resume          # continue an interrupted run from its checkpoint
     python experiments.py --fig 3 --quick                # a figure in seconds; --replot redraws saved data
+    python experiments.py --study robustness --quick     # grid sweeps and Optuna for every rule, in minutes
+    python experiments.py --fig 6 --scheduler tcp://HOST:8786   # the figure's runs on a Dask cluster
     python experiments.py --bench sdnn                   # speed
     python experiments.py --list                         # every rule, figure, study and benchmark
 
@@ -11,15 +13,18 @@ A rule's settings are the fields of its config (sdnn.Config, baselines.Config, K
 MicrocircuitConfig), set with --set KEY=VALUE; --lr and --batch are shorthands shared by the minibatch
 rules. Every training run goes through fit(): one loop for every rule, which writes the run's JSON and a
 checkpoint after every epoch. Models live in sdnn.py and baselines.py, data in datasets.py, figures in
-figures.py, studies and benchmarks in studies.py; this file owns the command line, training and saving.
+figures.py, studies and benchmarks in studies.py, many runs at once (here or on a Dask cluster) in
+executor.py; this file owns the command line, training and saving.
 """
 import argparse
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -163,6 +168,10 @@ def fit(trainer, n_train, epochs, rng, result, path, resume=False, quiet=False):
                     result.setdefault(key, []).append(value)
             log_epoch(result, stats.get("train_error", errors.get("train_error")), errors["val_error"],
                       errors["test_error"], seconds, time.perf_counter() - start - seconds)
+            if not result.get("stuck_at_chance") and stuck_at_chance(result):
+                result["stuck_at_chance"] = True
+                print(f"warning: the error has stayed near chance for {STUCK_EPOCHS} epochs; {trainer.hint}",
+                      file=sys.stderr)
             save(trainer.pre_epochs)
         else:
             if not result.get("finished"):
@@ -173,6 +182,28 @@ def fit(trainer, n_train, epochs, rng, result, path, resume=False, quiet=False):
     return result
 
 
+STUCK_EPOCHS = 3   # epochs in a row near chance before a run is flagged
+
+
+def stuck_at_chance(result):
+    """True when the last STUCK_EPOCHS errors (validation, else test) are all >= 1 - 2 / classes (80 %
+    for 10 classes, whose chance level is 90 %): a run that learns nothing, flagged in its JSON."""
+    errors = result["val_error"] if result["val_error"] and result["val_error"][-1] is not None else result["test_error"]
+    last = [e for e in errors[-STUCK_EPOCHS:] if e is not None]
+    return len(last) == STUCK_EPOCHS and min(last) >= 1 - 2 / result.get("n_classes", 10)
+
+
+def same_setting(saved, now):
+    """True when a checkpoint's setting equals this run's. A setting the checkpoint lacks (an option added to
+    the code after it was written) matches when it is off now (None, False, 0): new options default to off,
+    so a run started before they existed resumes."""
+    if isinstance(saved, dict) and isinstance(now, dict):
+        return all(same_setting(saved[k], now.get(k)) if k in saved else not now[k] for k in saved.keys() | now.keys())
+    if saved is None:
+        return not now
+    return saved == now
+
+
 def restore(ckpt, trainer, rng, result):
     """Load a checkpoint into trainer.model and rng; refuse one of another run (other rule, data or config)."""
     with open(ckpt, "rb") as f:
@@ -180,8 +211,9 @@ def restore(ckpt, trainer, rng, result):
     if saved.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"--resume: {ckpt} was written by another version of this code (checkpoint format "
                          f"{saved.get('format')}, this code reads {CHECKPOINT_FORMAT}); start the run again")
-    keys = ("rule", "dataset", "hidden", "seed", "limit", "n_valid", "n_train", "config", "schedule")
-    other = [k for k in keys if saved["result"].get(k) != result.get(k)]
+    keys = ("rule", "dataset", "hidden", "seed", "limit", "n_valid", "fold", "no_test", "n_train", "config",
+            "schedule")
+    other = [k for k in keys if not same_setting(saved["result"].get(k), result.get(k))]
     if other:
         raise ValueError(f"--resume: {ckpt} is a run with other settings ({', '.join(other)}); "
                          f"give the same settings, or another --json for a new run")
@@ -207,24 +239,32 @@ def finite_or_raise(model):
 
 
 @contextlib.contextmanager
-def saved_on_interrupt(result, path):
-    """Ctrl-C or SIGTERM ends the epochs; the result of the finished epochs is written to path."""
+def sigterm_as_interrupt():
+    """SIGTERM (kill) raises KeyboardInterrupt, as Ctrl-C does; outside the main thread it is left alone."""
     def term(signum, frame):
         raise KeyboardInterrupt
     try:
         previous = signal.signal(signal.SIGTERM, term)
-    except ValueError:           # not the main thread: leave SIGTERM alone
+    except ValueError:           # not the main thread
         previous = None
     try:
         yield
-    except KeyboardInterrupt:
-        result["interrupted"] = True
-        save_json(result, path)
-        print(f"interrupted after {result['epochs']} epochs; saved them to {path} (--resume continues)",
-              file=sys.stderr)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def saved_on_interrupt(result, path):
+    """Ctrl-C or SIGTERM ends the epochs; the result of the finished epochs is written to path."""
+    with sigterm_as_interrupt():
+        try:
+            yield
+        except KeyboardInterrupt:
+            result["interrupted"] = True
+            save_json(result, path)
+            print(f"interrupted after {result['epochs']} epochs; saved them to {path} (--resume continues)",
+                  file=sys.stderr)
 
 
 def progress(total, desc, quiet):
@@ -249,9 +289,10 @@ def summarize(result):
     val = [v for v in result["val_error"] if v is not None]
     if len(val) == len(result["val_error"]) and val:
         best = int(np.argmin(val))
-        result.update(best_val_epoch=best + 1, test_error_at_best_val=result["test_error"][best])
-        print(f"lowest val error {100 * val[best]:.2f}% at epoch {best + 1}: "
-              f"test error {100 * result['test_error'][best]:.2f}% there")
+        test = result["test_error"][best]
+        result.update(best_val_epoch=best + 1, test_error_at_best_val=test)
+        print(f"lowest val error {100 * val[best]:.2f}% at epoch {best + 1}"
+              + ("" if test is None else f": test error {100 * test:.2f}% there"))
     return result
 
 
@@ -382,6 +423,8 @@ def sdnn_trainer(cfg, sched, data, rng, epochs, retests=0, name="sdnn", diagnose
         return out
 
     def start(m):             # the paper tests once before training
+        if not len(data.y_test):                          # --no-test
+            return {}
         err = test(m, data.x_test, data.y_test)
         print(f"initial test error {100 * err:.2f}%")
         return {"initial_test_error": err}
@@ -451,7 +494,7 @@ def kh_trainer(cfg, data, rng, epochs, synapses=None, save_synapses=False):
     def epoch(m, perm, index, bar):
         adam = baselines.Config(sizes=(cfg.n_hidden, data.n_out),
                                 lr=cfg.lr * (1 - index / epochs) if cfg.anneal_top else cfg.lr)
-        for i in range(0, len(x), cfg.batch):
+        for i in range(0, len(perm), cfg.batch):
             idx = perm[i:i + cfg.batch]
             C, dS = baselines.kh_top_loss(m["top"]["W"][0], h["train"][idx], t[idx], cfg)
             if not np.isfinite(C):
@@ -532,6 +575,9 @@ def rule_config(cls, items, **given):
         key, sep, text = item.partition("=")
         if not sep or key not in fields:
             raise ValueError(f"--set {item}: expected KEY=VALUE with KEY one of {', '.join(fields)}")
+        if key in ("sizes", "hidden", "n_hidden", "n_out"):
+            raise ValueError(f"--set {item}: the layer sizes come from --hidden and the dataset "
+                             f"(e.g. --hidden 500 100; --hidden alone: no hidden layer)")
         default = fields[key]
         try:
             if isinstance(default, tuple):
@@ -562,15 +608,22 @@ def shorthands(args, lr="lr", batch="batch", instead=""):
 
 
 def load_split(args):
-    """--dataset with --n-valid validation images; --limit keeps the first N training images; --quick
-    keeps 2,000 training and 300 validation and test images."""
-    data = datasets.load(args.dataset, data_dir=args.data_dir, n_valid=args.n_valid)
+    """--dataset with --n-valid validation images, or with --fold I/K the I-th of K equal blocks of the
+    whole training set (k-fold cross-validation without shuffling); --no-test leaves the test set out;
+    --limit keeps the first N training images; --quick keeps 2,000 training and 300 validation and test images."""
+    data = datasets.load(args.dataset, data_dir=args.data_dir, n_valid=0 if args.fold else args.n_valid)
     (x, y), (x_val, y_val), (x_test, y_test) = data["train"], data["val"], data["test"]
+    if args.fold:
+        i, k = args.fold
+        a, b = (i - 1) * len(x) // k, i * len(x) // k
+        x, y, x_val, y_val = np.concatenate([x[:a], x[b:]]), np.concatenate([y[:a], y[b:]]), x[a:b], y[a:b]
+    if args.no_test:
+        x_test, y_test = x_test[:0], y_test[:0]
     if args.limit:
         x, y = x[:args.limit], y[:args.limit]
     if args.quick:
         x, y, x_val, y_val, x_test, y_test = x[:2000], y[:2000], x_val[:300], y_val[:300], x_test[:300], y_test[:300]
-    return Split(x, y, x_val, y_val, x_test, y_test, int(max(y.max(), y_test.max())) + 1)
+    return Split(x, y, x_val, y_val, x_test, y_test, int(max(y.max(), y_test.max(initial=0))) + 1)
 
 
 @register(TRAINERS, *baselines.RULES)
@@ -659,12 +712,41 @@ def run_name(result):
     cls = CONFIG_CLASSES.get(result["rule"], baselines.Config)
     defaults = {f.name: list(f.default) if isinstance(f.default, tuple) else f.default for f in dataclasses.fields(cls)}
     key = {k: result[k] for k in ("rule", "dataset", "n_train", "n_valid", "limit", "quick")}
+    key.update({k: result[k] for k in ("fold", "no_test") if result.get(k)})     # only when given: old names stay
     if result.get("retests"):
         key.update(retests=result["retests"], epochs=result["epochs_requested"])
+    if result.get("dynamics_recorded"):       # only when given: runs without it keep their names
+        key["dynamics"] = True
     key["config"] = {k: v for k, v in result["config"].items() if k not in defaults or v != defaults[k]}
     key["schedule"] = {k: v for k, v in (result["schedule"] or {}).items() if getattr(Schedule, k, None) != v}
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
     return f"{result['rule']}_{result['dataset']}_{digest}_s{result['seed']}"
+
+
+def lock_holder(path):
+    """The process id of a live process that is training the run of `path` (its .lock file), else None."""
+    try:
+        with open(path + ".lock") as f:
+            pid = int(f.read())
+        os.kill(pid, 0)                   # signal 0: does the process exist?
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+@contextlib.contextmanager
+def run_lock(path):
+    """Hold path + ".lock" (this process's id) while training: a second process never trains the same run."""
+    lock = path + ".lock"
+    if (pid := lock_holder(path)) and pid != os.getpid():
+        raise ValueError(f"{path} is being trained by process {pid}; wait for it, or stop it (--resume continues)")
+    with open(lock, "w") as f:
+        f.write(str(os.getpid()))
+    try:
+        yield
+    finally:
+        if os.path.exists(lock):
+            os.remove(lock)
 
 
 def versions():
@@ -693,16 +775,28 @@ def train(args):
     data = load_split(args)
     rng = np.random.default_rng(args.seed)
     trainer = TRAINERS[args.train](args, data, rng)
+    if args.dynamics:             # measures between blocks of epoch 1 and after every epoch (studies.py)
+        import studies
+        trainer = studies.with_dynamics(args.train, trainer, data, args.seed, **(dict(blocks=4, n_probe=100)
+                                                                                  if args.quick else {}))
     result = {"rule": args.train, "dataset": args.dataset, "hidden": list(args.hidden), "seed": args.seed,
-              "limit": args.limit, "n_valid": args.n_valid, "n_train": len(data.x), "quick": args.quick,
-              "retests": args.retests, "epochs_requested": args.epochs, "command": args.argv, "config": trainer.config, "schedule": trainer.schedule,
-              "versions": versions(), "epochs": 0, "train_error": [], "val_error": [], "test_error": [],
+              "limit": args.limit, "n_valid": args.n_valid, "fold": args.fold, "no_test": args.no_test,
+              "n_train": len(data.x), "quick": args.quick, "n_classes": data.n_out, "retests": args.retests,
+              "epochs_requested": args.epochs, "command": args.argv, "config": trainer.config,
+              "schedule": trainer.schedule, "versions": versions(), "epochs": 0, "train_error": [], "val_error": [], "test_error": [],
               "seconds_per_epoch": [], "eval_seconds_per_epoch": [], "diverged": False}
     if args.train == "sdnn":
         result["preset"] = args.preset
+    if args.dynamics:
+        result["dynamics_recorded"] = True
     path = writable(args.json or os.path.join(args.out, run_name(result) + ".json"))
-    result = summarize(fit(trainer, len(data.x), args.epochs, rng, result, path, args.resume, args.quiet))
-    print(f"wrote {save_json(result, path)}")
+    # one BLAS thread unless OMP_NUM_THREADS says otherwise: with the other core busy, BLAS threads wait
+    # on each other (bp 7x, Krotov-Hopfield 20-30x slower per epoch); runs go in parallel instead (run_all)
+    from threadpoolctl import threadpool_limits
+    threads = threadpool_limits(1) if "OMP_NUM_THREADS" not in os.environ else contextlib.nullcontext()
+    with run_lock(path), threads:
+        result = summarize(fit(trainer, len(data.x), args.epochs, rng, result, path, args.resume, args.quiet))
+        print(f"wrote {save_json(result, path)}")
     return result
 
 
@@ -711,57 +805,55 @@ def run_path(argv):
     args = parse(argv)
     if args.json:
         return args.json
-    data = load_split(args)
+    data = cached_split(*(getattr(args, k) for k in SPLIT_ARGS))
     trainer = TRAINERS[args.train](args, data, np.random.default_rng(args.seed))
     result = {"rule": args.train, "dataset": args.dataset, "seed": args.seed, "limit": args.limit,
-              "n_valid": args.n_valid, "n_train": len(data.x), "quick": args.quick, "config": trainer.config,
-              "schedule": trainer.schedule, "retests": args.retests, "epochs_requested": args.epochs}
+              "n_valid": args.n_valid, "fold": args.fold, "no_test": args.no_test, "n_train": len(data.x),
+              "quick": args.quick, "config": trainer.config, "schedule": trainer.schedule, "retests": args.retests,
+              "epochs_requested": args.epochs, "dynamics_recorded": args.dynamics}
     return os.path.join(args.out, run_name(result) + ".json")
 
 
-def run_all(argvs, workers=None, quiet=False):
+SPLIT_ARGS = ("dataset", "data_dir", "n_valid", "fold", "no_test", "limit", "quick")   # what load_split reads
+
+
+@functools.lru_cache(maxsize=1)      # run_all names many runs on one dataset: load it once
+def cached_split(*values):
+    return load_split(argparse.Namespace(**dict(zip(SPLIT_ARGS, values))))
+
+
+def finished_run(argv, path):
+    """The result at path if that run needs no more work (finished, at least ARGV's --epochs), else None."""
+    try:
+        with open(path) as f:
+            result = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return result if result.get("finished") and result["epochs"] >= parse(argv).epochs else None
+
+
+def run_all(argvs, workers=None, quiet=False, scheduler=None):
     """Run `python experiments.py ARGV --resume --quiet` for every --train ARGV, `workers` at a time (default:
-    one per core), each process with one thread and its log beside its JSON. A finished run is not run
-    again; an interrupted one resumes. Returns the results in order; a failed run's result is
-    {"error": the end of its log}, and the others go on."""
+    one per core), each process with one thread and its log beside its JSON; with `scheduler`, the address
+    of a Dask scheduler (tcp://HOST:PORT), on that cluster's workers instead (executor.py). A finished run is
+    not run again, an interrupted one resumes, a run listed twice runs once, a run that another process
+    is training (its .lock) is waited for. Returns the results in order; a
+    failed run's result is {"error": the end of its log, "command": argv}, and the others go on."""
     paths = [run_path(a) for a in argvs]
-
-    def finished(argv, path):     # the result of a run that needs no more work, else None
-        try:
-            with open(path) as f:
-                result = json.load(f)
-        except (OSError, ValueError):
-            return None
-        return result if result.get("finished") and result["epochs"] >= parse(argv).epochs else None
-
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               NUMBA_NUM_THREADS="1")
-    script, todo, running = os.path.abspath(__file__), list(zip(argvs, paths)), []
-    workers = workers or os.cpu_count() or 1
-    with progress(len(todo), "runs", quiet) as bar:
-        while todo or running:
-            while todo and len(running) < workers:
-                argv, path = todo.pop(0)
-                if finished(argv, path):
-                    bar.update(1)
-                    continue
-                writable(path)
-                log = open(os.path.splitext(path)[0] + ".log", "a")
-                print(f"run: python experiments.py {' '.join(argv)}", flush=True)
-                running.append((subprocess.Popen([sys.executable, script, *argv, "--resume", "--quiet"],
-                                                 stdout=log, stderr=subprocess.STDOUT, env=env), log))
-            time.sleep(0.2)
-            for proc, log in [r for r in running if r[0].poll() is not None]:
-                running.remove((proc, log))
-                log.close()
-                bar.update(1)
+    todo = {p: a for a, p in zip(argvs, paths) if not finished_run(a, p)}     # one entry per run
+    import executor
+    errors = (executor.run_on(scheduler, list(todo.items()), quiet) if todo and scheduler else
+              executor.run_local(list(todo.items()), workers, quiet))
     results = []
     for argv, path in zip(argvs, paths):
-        if result := finished(argv, path):
+        if result := finished_run(argv, path):
             results.append(dict(result, path=path))
         else:
-            with open(os.path.splitext(path)[0] + ".log") as f:
-                tail = f.read()[-2000:]
+            try:
+                with open(os.path.splitext(path)[0] + ".log") as f:
+                    tail = f.read()[-2000:]
+            except OSError:
+                tail = errors.get(path, "no log")
             print(f"run failed: python experiments.py {' '.join(argv)}\n{tail}", file=sys.stderr)
             results.append({"error": tail, "command": argv})
     return results
@@ -775,6 +867,17 @@ def draw(args, kind):
     import figures
     import studies
     table, name = (figures.FIGURES, args.fig) if kind == "fig" else (studies.STUDIES, args.study)
+    if kind == "fig" and name == "all":     # every paper figure; first the training runs of all, at once
+        start = time.perf_counter()
+        if not args.replot:
+            cfg = figures.FigConfig(dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs_given,
+                                    seed=args.seed, preset=args.preset, set=tuple(args.set or ()),
+                                    seeds=args.seeds, runs=os.path.join(args.out, "runs"))
+            run_all(figures.all_runs(cfg, args.quick), quiet=args.quiet)
+        for n in (n for n in table if n[0].isdigit()):
+            draw(argparse.Namespace(**dict(vars(args), fig=n)), kind)
+        print(f"every figure drawn in {(time.perf_counter() - start) / 3600:.2f} h")
+        return
     if name not in table:
         what = "figure" if kind == "fig" else "study"
         fail(f"unknown {what} {name!r}; valid {'figures' if kind == 'fig' else 'studies'}: {' '.join(sorted(table))}")
@@ -802,11 +905,13 @@ def draw(args, kind):
             raise ValueError(f"--set: study {name} has no model config to set")
         cfg = figures.FigConfig(dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs_given,
                                 seed=args.seed, model=model, preset=args.preset, set=tuple(args.set or ()),
-                                seeds=args.seeds, runs=os.path.join(args.out, "runs"))
+                                seeds=args.seeds, runs=os.path.join(args.out, "runs"), scheduler=args.scheduler,
+                                storage=args.storage, folds=args.folds)
         data = compute(cfg, np.random.default_rng(args.seed), args.quick)
-        meta = {"config": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "model"},
+        meta = {"config": {k: v for k, v in dataclasses.asdict(cfg).items()     # not the cluster's address nor
+                           if k not in ("model", "scheduler", "storage")},          # the database's (passwords)
                 "model": config_json(model) if model is not None else None,
-                "quick": args.quick, "command": sys.argv[1:]}
+                "quick": args.quick, "command": args.argv}
         print(f"wrote {figures.save_data(data, stem, meta)}")
     figures.setup_matplotlib()
     print(f"wrote {figures.save_figure(plot(data), os.path.join(args.out, os.path.basename(stem)))[0]}")
@@ -830,13 +935,17 @@ def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--train", metavar="RULE", help="train one rule (see --list)")
-    what.add_argument("--fig", metavar="N", help="draw a paper figure (see --list)")
+    what.add_argument("--fig", metavar="N", help="draw a paper figure (see --list); all: every one")
     what.add_argument("--study", metavar="NAME", help="run a study (see --list)")
     what.add_argument("--bench", nargs="*", metavar="NAME", help="speed benchmarks (all if no NAME)")
     what.add_argument("--list", action="store_true", help="list rules, figures, studies, benchmarks")
     p.add_argument("--dataset", default="mnist", help=f"one of {datasets.DATASETS}")
     p.add_argument("--data-dir", help="dataset directory (default: $SDNN_DATA, then a per-user cache)")
     p.add_argument("--n-valid", type=int, help="validation images carved from the end of the training set")
+    p.add_argument("--fold", metavar="I/K", help="validate on the I-th of K equal blocks of the whole training "
+                   "set and train on the rest (k-fold cross-validation; instead of --n-valid)")
+    p.add_argument("--no-test", action="store_true", help="leave the test set out of the run (tuning runs: "
+                   "only the validation split is seen)")
     p.add_argument("--hidden", type=int, nargs="*", default=[500], help="hidden layer sizes, e.g. 500 100")
     p.add_argument("--epochs", type=int, help="training epochs (default 10; a figure's own default)")
     p.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE", help="set fields of the rule's "
@@ -850,6 +959,9 @@ def parse(argv=None):
                    "test set, fresh spikes each time, and report the mean and SD (the paper's Fig 6B: 20)")
     p.add_argument("--diagnose", action="store_true", help="sdnn: after every epoch, L0 and L1 of the "
                    "test images without updates, correlated per class (Fig 5)")
+    p.add_argument("--dynamics", action="store_true", help="record the learning dynamics after every tenth "
+                   "of epoch 1 and every epoch: ||W||, ||dW||, angle to backprop's update, feedback alignment, "
+                   "CKA of the hidden layers with a backprop twin (--study dynamics)")
     p.add_argument("--synapses", help="kh: start from the synapses W of this .npz (saved by --train kh); "
                    "with --set epochs_unsup=0 only the top layer learns")
     p.add_argument("--limit", type=int, help="use only the first N training examples")
@@ -860,6 +972,12 @@ def parse(argv=None):
                    "settings find the same file)")
     p.add_argument("--out", default="results", help="directory for results and figures")
     p.add_argument("--seeds", type=int, help="training figures: seeds per condition (default 2; 1 with --quick)")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="send the runs of a figure or study to this "
+                   "Dask scheduler's workers (pip install \"dask[distributed]\"; see executor.py)")
+    p.add_argument("--storage", metavar="URL", help="--study robustness: Optuna's database, shared by several "
+                   "machines (e.g. postgresql://user@host/db; default: a journal file under --out)")
+    p.add_argument("--folds", type=int, metavar="K", help="--study robustness: also cross-validate the best "
+                   "configurations on K folds of the training set")
     p.add_argument("--quick", action="store_true", help="a small, fast version (smoke tests)")
     p.add_argument("--replot", action="store_true", help="redraw a figure from saved data (or reference/)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -877,8 +995,31 @@ def parse(argv=None):
             p.error(f"{flag} is an option of --train {rule}, not of --train {args.train}")
         if value and args.train is None and flag != "--preset":
             p.error(f"{flag} is an option of --train {rule}; it does nothing here")
+    if args.dynamics and args.train is None:
+        p.error("--dynamics is an option of --train RULE (the dynamics study passes it to its runs)")
     if args.train == "sdnn" and args.preset is None:
         args.preset = "paper"
+    if args.fold is not None:
+        i, _, k = args.fold.partition("/")
+        if not (i.isdigit() and k.isdigit() and 1 <= int(i) <= int(k) and int(k) >= 2):
+            p.error(f"--fold {args.fold}: give I/K with 1 <= I <= K and K >= 2, e.g. --fold 1/5")
+        if args.n_valid is not None:
+            p.error("--fold and --n-valid: give one of them (--fold I/K chooses the validation images)")
+        args.fold = (int(i), int(k))
+    if args.scheduler and not re.fullmatch(r"[a-z]+://\S+:\d+", args.scheduler):
+        p.error(f"--scheduler {args.scheduler}: give the scheduler's address, tcp://HOST:PORT (the one "
+                "`dask scheduler` prints; port 8786 by default)")
+    if args.scheduler and args.fig is None and args.study is None:
+        p.error("--scheduler sends the runs of --fig or --study to a Dask cluster; it does nothing here")
+    if (args.storage or args.folds is not None) and args.study != "robustness":
+        p.error("--storage and --folds are options of --study robustness; they do nothing here")
+    if args.folds is not None and args.folds < 2:
+        p.error(f"--folds {args.folds}: cross-validation needs K >= 2 folds (e.g. --folds 5)")
+    if args.storage and "://" not in args.storage:
+        p.error(f"--storage {args.storage}: give a database URL, e.g. postgresql://user@host/db or "
+                "sqlite:///robustness.db (without --storage: a journal file under --out)")
+    if args.no_test and (args.retests or args.diagnose):
+        p.error("--no-test leaves the test set out: --retests and --diagnose need it")
     if args.seeds is not None and args.seeds <= 0:
         p.error(f"--seeds {args.seeds}: must be a positive number of seeds")
     if args.retests < 0:

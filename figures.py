@@ -36,6 +36,9 @@ class FigConfig:
     seeds: int | None = None        # training figures: seeds per condition (None: 2, or 1 with quick)
     runs: str = "results/runs"      # training figures: where their runs' JSONs and checkpoints live
     workers: int | None = None      # training figures: runs at once (None: one per core)
+    scheduler: str | None = None    # runs on this Dask scheduler's workers (tcp://HOST:PORT) instead of here
+    storage: str | None = None      # --study robustness: Optuna's database URL (None: a journal file)
+    folds: int | None = None        # --study robustness: cross-validate the best configurations on K folds
 
 
 # The demo notebook of Krotov & Hopfield (2019), DimaKrotov/Biological_Learning: 100 units, p = 2, k = 2,
@@ -330,13 +333,8 @@ def condition(hidden, *items, epochs=60, retests=20, seed_offset=0):
             "seed_offset": seed_offset}
 
 
-def sdnn_runs(cfg, quick, conditions):
-    """Train every condition of {label: condition(...)} for cfg.seeds seeds on all 60,000 training images
-    (the paper's protocol: no validation split, the test set after every epoch) with
-    experiments.run_all. quick: 2 epochs of 2,000 images, 300 test images, 3 re-tests. Every run with
-    hidden layers records Fig 5's L0/L1 diagnostics, so that one run serves every figure. Returns
-    {label: [result of each seed]}; failed runs are reported by run_all and left out."""
-    import experiments
+def run_argvs(cfg, quick, conditions):
+    """The --train commands of conditions for cfg.seeds seeds, and the condition label of each."""
     n_seeds = cfg.seeds or (1 if quick else 2)
     argvs, labels = [], []
     for label, c in conditions.items():
@@ -352,14 +350,51 @@ def sdnn_runs(cfg, quick, conditions):
             argv += ["--quick"] if quick else []
             argvs.append(argv)
             labels.append(label)
+    return argvs, labels
+
+
+def sdnn_runs(cfg, quick, conditions):
+    """Train every condition of {label: condition(...)} for cfg.seeds seeds on all 60,000 training images
+    (the paper's protocol: no validation split, the test set after every epoch) with
+    experiments.run_all. quick: 2 epochs of 2,000 images, 300 test images, 3 re-tests. Every run with
+    hidden layers records Fig 5's L0/L1 diagnostics, so that one run serves every figure. Returns
+    {label: [result of each seed]}; failed runs are reported by run_all and left out."""
+    import experiments
+    argvs, labels = run_argvs(cfg, quick, conditions)
     results = {label: [] for label in conditions}
-    for label, result in zip(labels, experiments.run_all(argvs, cfg.workers)):
+    for label, result in zip(labels, experiments.run_all(argvs, cfg.workers, scheduler=cfg.scheduler)):
         if "error" not in result:
             results[label].append(result)
     missing = [label for label, runs in results.items() if not runs]
     if missing:
         raise ValueError(f"no finished run for {missing}: see the logs in {cfg.runs}; run the figure again to resume")
     return results
+
+
+def _conditions():
+    """Each training figure's conditions: {figure: {label: condition}}. One table, so that --fig all can
+    train the runs of every figure at once (shared runs once) before drawing them."""
+    one = condition((500,))
+    return {
+        "5": {"784-500-10": one},
+        "6": {"784-10": condition(()), "784-500-10": one, "784-500-100-10": condition((500, 100))},
+        "6s1": {"synchronous": one, "stochastic": condition((500,), "stochastic_plateau=true")},
+        "7": {"spiking feedback": one,
+              "rate feedback": condition((500,), "spiking_feedback=false", epochs=10, retests=0),
+              "backprop twin": condition((500,), "backprop=true", seed_offset=100)},
+        "8": {"regular": one, "sparse x5": condition((500,), "sparse_feedback=0.8"),
+              "symmetric": condition((500,), "symmetric_feedback=true"),
+              "symmetric + noise": condition((500,), "symmetric_feedback=true", "symmetric_noise_sd=0.05")},
+        "8s1": {"regular": condition((500,), epochs=20),
+                "sparse x5": condition((500,), "sparse_feedback=0.8", epochs=20),
+                "sparse x1": condition((500,), "sparse_feedback=0.8", "sparse_gain=1", epochs=20)},
+        "9": {f"g_a = {g}": condition((500, 100), *([f"g_a={g}"] if g else [])) for g in (0, 0.05, 0.6)}}
+
+
+def all_runs(cfg, quick):
+    """Every training figure's runs, each once (the argument lists of experiments.run_all)."""
+    argvs = [a for conds in _conditions().values() for a in run_argvs(cfg, quick, conds)[0]]
+    return list(dict.fromkeys(map(tuple, argvs)))
 
 
 def curves(results):
@@ -459,8 +494,7 @@ def fig6(cfg, rng, quick):
     of the input and of both hidden layers' mean rates over the test images (PCA to 50 dimensions first)."""
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
-    runs = sdnn_runs(cfg, quick, {"784-10": condition(()), "784-500-10": condition((500,)),
-                                  "784-500-100-10": condition((500, 100))})
+    runs = sdnn_runs(cfg, quick, _conditions()["6"])
     c = curves(runs)
     tests = ttests(c, [("784-10", "784-500-10"), ("784-10", "784-500-100-10"), ("784-500-10", "784-500-100-10")])
     report("fig 6", c, tests)
@@ -492,7 +526,7 @@ def fig5(cfg, rng, quick):
     """Fig 5, "Co-ordinated errors between the output and hidden layers": B, L1 against L0 for the test
     '2's after epoch 1, run without updates (real pairs and L1 shuffled); C, Pearson r(L0, L1) per digit
     after each epoch, real and shuffled. Paper: r = 0.61 for the '2's."""
-    runs = sdnn_runs(cfg, quick, {"784-500-10": condition((500,))})["784-500-10"]
+    runs = sdnn_runs(cfg, quick, _conditions()["5"])["784-500-10"]
     r = np.array([run["r_L0_L1"] for run in runs])                   # seeds x epochs x classes
     r_shuffled = np.array([run["r_L0_L1_shuffled"] for run in runs])
     twos = np.array(runs[0]["L0_L1_twos"][0])                        # epoch 1, first seed
@@ -533,12 +567,12 @@ def fig5s1(cfg, rng, quick):
     (I - U)^T (I - U), U = J_beta J_gamma with each Jacobian averaged over the last 100 examples (the
     paper; the code averaged the product, also recorded), every 100 examples of epoch 1 of 784-500-10;
     U before and after the epoch. Paper: the eigenvalue falls below 1; U approaches the identity.
-    Trained here, not through a run: one epoch (2,000 examples with quick)."""
+    Trained here, not through a run: one epoch of all 60,000 training images (2,000 with quick)."""
     import experiments
     from collections import deque
     base = dataclasses.asdict(sdnn.with_hidden(sdnn.PRESETS[cfg.preset or TRAINING_PRESET], (500,)))
     model = experiments.rule_config(sdnn.Config, list(cfg.set), **base)
-    x, y = datasets.load(cfg.dataset, data_dir=cfg.data_dir)["train"]
+    x, y = datasets.load(cfg.dataset, data_dir=cfg.data_dir, n_valid=0)["train"]
     n = 2000 if quick else len(x)
     net = sdnn.init_weights(x.shape[1], model, rng)
     state = sdnn.init_state(net)
@@ -554,9 +588,10 @@ def fig5s1(cfg, rng, quick):
             U.append(np.mean(Jb, axis=0) @ np.mean(Jg, axis=0))
             lam.append(top(U[-1]))
             lam_code.append(top(np.mean([b @ g for b, g in zip(Jb, Jg)], axis=0)))
-    print(f"fig 5-S1: largest eigenvalue {lam[0]:.3f} after 100 examples, {lam[-1]:.3f} after {n}; "
-          f"below 1 from example {100 * (np.argmax(np.array(lam) < 1) + 1) if min(lam) < 1 else 'never'} "
-          f"(paper: falls below 1)")
+    tail = np.array(lam[len(lam) // 2:])
+    print(f"fig 5-S1: largest eigenvalue {lam[0]:.3f} after 100 examples; first below 1 after example "
+          f"{100 * (np.argmax(np.array(lam) < 1) + 1) if min(lam) < 1 else 'never'}; second half of the epoch: "
+          f"mean {tail.mean():.3f}, below 1 in {100 * np.mean(tail < 1):.0f} % of the windows (paper: falls below 1)")
     return {"lam": np.array(lam), "lam_code": np.array(lam_code), "U_before": U[0], "U_after": U[-1],
             "n": n, "preset": (cfg.preset or TRAINING_PRESET).upper(), "quick": quick}
 
@@ -574,6 +609,8 @@ def plot_fig5s1(data):
     ax[0].set_title(titled(data, "Fig 5-S1A, epoch 1"), fontsize=9)
     for a, key, name in ((ax[1], "U_before", "first 100"), (ax[2], "U_after", "last 100")):
         im = a.imshow(data[key], cmap="RdBu_r", vmin=-1, vmax=1)
+        a.set_xticks(range(0, 10, 2))
+        a.set_yticks(range(0, 10, 2))
         a.set_title(f"Fig 5-S1B, $J_\\beta J_\\gamma$, {name} examples", fontsize=8)
     fig.colorbar(im, ax=ax[2], fraction=0.046)
     return fig
@@ -582,8 +619,7 @@ def plot_fig5s1(data):
 def fig6s1(cfg, rng, quick):
     """Fig 6-S1, "Learning with stochastic plateau times": A, plateau times of 100 hidden units over two
     training examples; B, test error with synchronous and stochastic plateaus. Paper: no harm."""
-    c = curves(sdnn_runs(cfg, quick, {"synchronous": condition((500,)),
-                                      "stochastic": condition((500,), "stochastic_plateau=true")}))
+    c = curves(sdnn_runs(cfg, quick, _conditions()["6s1"]))
     tests = ttests(c, [("synchronous", "stochastic")])
     report("fig 6-S1", c, tests)
     import experiments
@@ -632,9 +668,7 @@ def fig7(cfg, rng, quick):
     field's largest Pearson r with the twin's 500 fields, real vs pixel-shuffled fields.
     Paper: spiking feedback dips to about 65 and rises to about 70 degrees, rate feedback about 35
     and 40 degrees."""
-    runs = sdnn_runs(cfg, quick, {"spiking feedback": condition((500,)),
-                                  "rate feedback": condition((500,), "spiking_feedback=false", epochs=10, retests=0),
-                                  "backprop twin": condition((500,), "backprop=true", seed_offset=100)})
+    runs = sdnn_runs(cfg, quick, _conditions()["7"])
     angle = {k: np.array([r["angle_per_100"] for r in runs[k]]).reshape(len(runs[k]), -1)
              for k in ("spiking feedback", "rate feedback")}
     for k, paper in (("spiking feedback", (65, 70)), ("rate feedback", (35, 40))):
@@ -691,10 +725,7 @@ def fig8(cfg, rng, quick):
     """Fig 8, "Conditions on feedback synapses for effective learning": B, regular vs sparse feedback
     (80 % of Y zero, the rest x5); D, regular vs symmetric (Y = W^T) vs symmetric + N(0, 0.05) noise.
     Paper: sparse 3.7 %, symmetric 3.6 % (regular 4.1 %); noise loses symmetry's advantage."""
-    c = curves(sdnn_runs(cfg, quick, {
-        "regular": condition((500,)), "sparse x5": condition((500,), "sparse_feedback=0.8"),
-        "symmetric": condition((500,), "symmetric_feedback=true"),
-        "symmetric + noise": condition((500,), "symmetric_feedback=true", "symmetric_noise_sd=0.05")}))
+    c = curves(sdnn_runs(cfg, quick, _conditions()["8"]))
     tests = ttests(c, [("regular", "sparse x5")]) + ttests(c, [("regular", "symmetric"), ("regular", "symmetric + noise"),
                                                               ("symmetric", "symmetric + noise")])
     report("fig 8", c, tests, dict(PAPER_ERROR, regular=4.1))
@@ -716,9 +747,7 @@ def fig8s1(cfg, rng, quick):
     """Fig 8-S1, "Importance of weight magnitudes for learning with sparse weights": regular, sparse x5
     and sparse without amplification (x1) over 20 epochs. Paper: amplified sparse beats regular,
     unamplified is worse."""
-    c = curves(sdnn_runs(cfg, quick, {"regular": condition((500,), epochs=20),
-                                      "sparse x5": condition((500,), "sparse_feedback=0.8", epochs=20),
-                                      "sparse x1": condition((500,), "sparse_feedback=0.8", "sparse_gain=1", epochs=20)}))
+    c = curves(sdnn_runs(cfg, quick, _conditions()["8s1"]))
     tests = ttests(c, [("regular", "sparse x5"), ("regular", "sparse x1"), ("sparse x5", "sparse x1")], PAPER_T_8S1)
     report("fig 8-S1", c, tests, {})
     return {"curves": c, "tests": tests, "preset": (cfg.preset or TRAINING_PRESET).upper(), "quick": quick}
@@ -736,8 +765,7 @@ def fig9(cfg, rng, quick):
     """Fig 9, "Importance of dendritic segregation for deep learning": 784-500-100-10 with apical
     conductance g_a = 0, 0.05 and 0.6 (k_b follows g_a); A, apical and somatic potentials of a hidden
     unit over one example with g_a = 0.05. Paper: 0.05 makes little difference, 0.6 impairs learning."""
-    c = curves(sdnn_runs(cfg, quick, {f"g_a = {g}": condition((500, 100), *([f"g_a={g}"] if g else []))
-                                      for g in (0, 0.05, 0.6)}))
+    c = curves(sdnn_runs(cfg, quick, _conditions()["9"]))
     tests = ttests(c, [("g_a = 0", "g_a = 0.05"), ("g_a = 0", "g_a = 0.6"), ("g_a = 0.05", "g_a = 0.6")])
     report("fig 9", c, tests, {"g_a = 0": 3.2})
     import experiments

@@ -176,6 +176,19 @@ ORIGINAL_CODE = replace(PAPER, psp="truncated10", window="last20", test_ms=250, 
 MARCH_2017 = replace(ORIGINAL_CODE, init_spread=3.465 / 2, feedback_init="product")
 PRESETS = {"paper": PAPER, "rate": RATE, "original_code": ORIGINAL_CODE, "march_2017": MARCH_2017}
 
+# Plausibility marks of this rule, in the form of baselines.PLAUSIBILITY (the properties are defined in
+# baselines.PROPERTIES); `python experiments.py --study complexity` builds the table from them.
+PLAUSIBILITY = {
+    "exact_gradients": ("no", "updates follow alpha^t - alpha^f via random Y (Eq 33): 65-70 deg off BP (Fig 7A)"),
+    "no_weight_transport": ("yes", "Y is fixed and random, a form of feedback alignment (Eq 13)"),
+    "no_separate_pathways": ("yes", "feedback reaches the apical dendrites of the learning neurons themselves (Eq 13)"),
+    "dendritic_integration": ("yes", "segregated apical dendrites: with g_a = 0 they drive only the plateaus (Eq 21)"),
+    "separate_weights_learned": ("no", "Y stays fixed (learned feedback is left out, see the docstring)"),
+    "linear_stabilisation": ("partly", "Theorem 1 needs the feedback Jacobians' product near I, to first order"),
+    "explicit_error_representation": ("no", "the error is a difference of two phases' plateaus; no unit signals it"),
+    "backward_steps": ("1", "output spikes reach each hidden layer's apical dendrite at once via its Y (Eqs 38-41)"),
+}
+
 
 def sigma(x):
     """Logistic function (Eq 17), in the precision of x; no overflow for very negative x."""

@@ -250,7 +250,7 @@ def test_missing_directory_offline_names_dir_files_and_fix(tmp_path, monkeypatch
         tried.append(url)
         raise urllib.error.URLError("Temporary failure in name resolution")
     monkeypatch.setattr(datasets, "_fetch", offline)
-    root = tmp_path / "nowhere"
+    root = tmp_path / "nowhere" / "deeper"            # two folders that do not exist
     with pytest.raises(datasets.DataError) as err:
         datasets.load("fashion_mnist", str(root))
     message = str(err.value)
@@ -259,7 +259,8 @@ def test_missing_directory_offline_names_dir_files_and_fix(tmp_path, monkeypatch
     assert "Temporary failure in name resolution" in message
     # official site, then mirror; then it stops (offline), rather than wait on every file in turn
     assert tried == [base + "train-images-idx3-ubyte.gz" for base in datasets.URLS["fashion_mnist"]]
-    assert not (root / "fashion_mnist").exists()   # no partial download, no empty folder left
+    assert not (tmp_path / "nowhere").exists()   # no partial download, no empty folders left
+    assert tmp_path.exists()                     # and nothing that was there before removed
 
 
 def test_download_false_never_fetches(tmp_path, monkeypatch):

@@ -167,6 +167,15 @@ def test_every_figure_runs_quick_and_replots_from_the_command_line(name, tmp_pat
     assert (tmp_path / f"{stem}.json").read_text() == saved               # nothing recomputed
 
 
+def test_fig_all_reuses_the_runs_every_figure_shares(shared_out):
+    """--fig all trains each distinct run once: after the figures above, it starts no run at all."""
+    data_dir_or_skip("mnist")
+    r = run("--fig", "all", "--quick", "--quiet", "--out", str(shared_out))
+    assert r.returncode == 0, r.stderr
+    assert "run: " not in r.stdout and "every figure drawn" in r.stdout
+    assert all((shared_out / f"fig{n}.png").exists() for n in ["3", "4", *TRAINING_FIGURES])
+
+
 def test_study_runs_quick_from_the_command_line(tmp_path):
     r = run("--study", "sdnn_fidelity", "--quick", "--quiet", "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr

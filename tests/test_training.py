@@ -287,7 +287,72 @@ def test_resume_refuses_a_checkpoint_of_another_format(tmp_path):
     (["--train", "sdnn", "--synapses", "w.npz"], "--synapses is an option of --train kh"),
     (["--fig", "4", "--diagnose"], "it does nothing here"),
     (["--fig", "6", "--seeds", "0"], "--seeds 0"),
+    (["--train", "bp", "--dataset", "digits", "--set", "sizes=1,2"], "come from --hidden"),
+    (["--train", "sdnn", "--dataset", "digits", "--set", "hidden=5"], "come from --hidden"),
 ])
 def test_options_of_another_rule_or_command_are_refused(argv, message):
     r = subprocess.run([sys.executable, os.path.join(ROOT, "experiments.py"), *argv], capture_output=True, text=True)
     assert r.returncode == 2 and message in r.stderr, r.stderr
+
+
+def test_a_run_stuck_at_chance_is_flagged_in_the_json_and_on_stderr(tmp_path):
+    """bp at --lr 1000 and sdnn at etas 1000 do not diverge to NaN on digits but learn nothing: flagged after
+    3 epochs near chance; a run that learns is not flagged."""
+    cases = ((["bp", "--lr", "1000", "--epochs", "5"], True), (["bp", "--lr", "1e-3", "--epochs", "5"], False),
+             (["sdnn", "--hidden", "20", "--set", "etas=1000,1000", "--epochs", "4"], True))
+    for i, (argv, stuck) in enumerate(cases):
+        path = tmp_path / f"{i}.json"
+        r = subprocess.run([sys.executable, os.path.join(ROOT, "experiments.py"), "--train", *argv, "--dataset",
+                            "digits", "--quiet", "--json", str(path)], capture_output=True, text=True)
+        result = json.loads(path.read_text())
+        errors = result["val_error"]
+        assert result.get("stuck_at_chance", False) == stuck, (argv, errors)
+        assert ("near chance" in r.stderr) == stuck
+        assert stuck == any(min(errors[i:i + 3]) >= 0.8 for i in range(len(errors) - 2))   # the rule, by hand
+
+
+def test_concurrent_writers_never_leave_broken_json(tmp_path):
+    """Two processes rewriting one JSON 200 times each while this one reads it: every read parses, and no
+    writer fails (each writes its own temporary file, then renames it over the path)."""
+    path = tmp_path / "r.json"
+    experiments.save_json({"writer": -1, "values": list(range(2000))}, str(path))
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import experiments\n"
+            "for i in range(200): experiments.save_json({'writer': int(sys.argv[3]), 'values': list(range(2000))}, sys.argv[2])")
+    writers = [subprocess.Popen([sys.executable, "-c", code, ROOT, str(path), str(w)]) for w in (1, 2)]
+    reads = 0
+    while any(w.poll() is None for w in writers):
+        assert json.loads(path.read_text())["values"][-1] == 1999
+        reads += 1
+    assert [w.returncode for w in writers] == [0, 0] and reads > 10
+    assert sorted(os.listdir(tmp_path)) == ["r.json"]                 # no temporaries left
+
+
+def test_a_run_being_trained_is_not_trained_twice(tmp_path):
+    """A second process on the same run stops with a clear error (the lock holds the first's process id);
+    run_all waits for a run another process trains instead of starting it again; a stale lock is ignored."""
+    argv = ["--train", "sdnn", "--dataset", "digits", "--epochs", "3", "--hidden", "20", "--set", "etas=0.5,0.5",
+            "--quiet", "--out", str(tmp_path)]
+    path = experiments.run_path(argv)
+    first = subprocess.Popen([sys.executable, os.path.join(ROOT, "experiments.py"), *argv])
+    while experiments.lock_holder(path) != first.pid:
+        assert first.poll() is None
+        time.sleep(0.05)
+    second = subprocess.run([sys.executable, os.path.join(ROOT, "experiments.py"), *argv], capture_output=True, text=True)
+    assert second.returncode == 2 and f"being trained by process {first.pid}" in second.stderr
+    (result,) = experiments.run_all([argv], quiet=True)                # waits, then reads the first's result
+    assert first.wait() == 0 and result["epochs"] == 3 and not os.path.exists(path + ".lock")
+    with open(path + ".lock", "w") as f:                                 # a crashed process's lock
+        f.write("999999999")
+    assert experiments.lock_holder(path) is None
+    assert experiments.run_all([argv[:5] + ["4"] + argv[6:]], quiet=True)[0]["epochs"] == 4
+
+
+def test_a_checkpoint_without_a_later_option_resumes_only_while_that_option_is_off():
+    saved = {"no_test": None, "config": {"etas": [0.21, 0.21], "psp": "truncated10"}}
+    now = {"no_test": False, "config": {"etas": [0.21, 0.21], "psp": "truncated10", "backprop": False}}
+    assert all(experiments.same_setting(saved[k], now[k]) for k in saved)
+    now["config"]["backprop"] = True                                   # the option added later is on: another run
+    assert not experiments.same_setting(saved["config"], now["config"])
+    now["config"].update(backprop=False, etas=[0.1, 0.21])             # a setting both have differs
+    assert not experiments.same_setting(saved["config"], now["config"])
+    assert not experiments.same_setting(None, True) and experiments.same_setting(3, 3)

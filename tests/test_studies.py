@@ -1,0 +1,302 @@
+"""The comparison studies (studies.py): FLOPs counted from the code against a hand count, the plausibility
+marks of every rule, the angle and CKA measures against known cases, and the datasets protocol."""
+import math
+
+import numpy as np
+import pytest
+
+import baselines as bl
+import experiments
+import figures
+import studies
+
+# ------------------------------------------------------------------------------------------------ complexity
+
+def bp_flops_by_hand(n0, n1, n2, B):
+    """One SGD step of BP on an n0-n1-n2 ReLU network with softmax + cross-entropy, batch B, counted term
+    by term as baselines.step computes it: 2 m k n per (m, k) @ (k, n), one per element of any other
+    operation, n - r to reduce n numbers to r. Returns (FLOPs of the step, FLOPs of its matrix products)."""
+    matmul = (2 * B * n1 * n0 + 2 * B * n2 * n1      # forward: x W1^T, h1 W2^T
+              + 2 * B * n1 * n2                      # backward: e W2
+              + 2 * n1 * B * n0 + 2 * n2 * B * n1)   # gradients: delta1^T x, delta2^T h1
+    other = (B * n1 + B * n1                         # + b1, ReLU max(a, 0)
+             + B * n2                                # + b2
+             + (B * n2 - B) + B * n2 + B * n2 + (B * n2 - B) + B * n2   # softmax: max, -, exp, sum, /
+             + B * n2 + B * n2                       # e = (y - t) / B
+             + B * n1 + B * n1                       # ReLU derivative (h > 0), times it
+             + (B - 1) * n1 + (B - 1) * n2           # bias gradients: sums over the batch
+             + 2 * (n1 * n0 + n1 + n2 * n1 + n2)     # SGD: s = lr g, p -= s, on every parameter
+             + 3 * B * n2 + (B * n2 - B) + (B - 1))  # the returned loss: max(y, 1e-30), log, t *, two sums
+    return matmul + other, matmul
+
+
+@pytest.mark.parametrize("B", [1, 3])
+def test_bp_flops_match_a_hand_count(B):
+    n0, n1, n2 = 3, 4, 2
+    cfg = bl.Config(sizes=(n0, n1, n2), optimizer="sgd", dtype="float64")
+    rng = np.random.default_rng(0)
+    params, opt = bl.make("bp", cfg, rng)
+    x, t = rng.random((B, n0)), bl.one_hot(rng.integers(0, n2, B), n2, np.float64)
+    W_before = params["W"][0].copy()
+    counted = studies.count_flops(lambda p, o: bl.step("bp", p, o, x, t, cfg), params, opt)
+    assert counted == bp_flops_by_hand(n0, n1, n2, B)[0]
+    assert not np.array_equal(params["W"][0], W_before)          # the views updated the real weights
+    # the matrix products alone, for 784-500-10 and a batch of 100: forward 2P, backward to the hidden
+    # layer 2 * 500 * 10, gradients 2P, with P = 784 * 500 + 500 * 10 weights
+    P = 784 * 500 + 500 * 10
+    assert bp_flops_by_hand(784, 500, 10, 100)[1] == 100 * (4 * P + 2 * 500 * 10)
+
+
+def test_counted_arrays_count_products_reductions_and_in_place_updates():
+    a = np.ones((2, 3))
+    assert studies.count_flops(lambda v: v @ v.T, a) == 2 * 2 * 2 * 3
+    assert studies.count_flops(lambda v: v.sum(axis=1), a) == 2 * (3 - 1)
+    assert studies.count_flops(lambda v: np.exp(v) + 1, a) == 6 + 6
+    b = np.zeros(4)
+    assert studies.count_flops(lambda v: v.__iadd__(2.0), b) == 4 and np.all(b == 2)   # in place, on b itself
+    assert studies.count_flops(lambda v: v.astype(np.float32)[1:] * 2, b) == 3            # copies are free
+
+
+def test_train_flops_of_bp_at_784_500_10_are_the_hand_count():
+    """The study's own path (the trainer of `--train bp`, two minibatches of 100, Adam) against the hand
+    count: the matrix products exactly as above, and Adam's 12 operations per parameter on top."""
+    rng = np.random.default_rng(0)
+    x, y = rng.random((400, 784)).astype(np.float32), rng.integers(0, 10, 400)
+    data = studies._split(x, y, 200, 100)
+    trainer = studies._trainer("bp", data, rng)
+    flops = studies.train_flops("bp", trainer, data, rng)
+    P, B = 784 * 500 + 500 * 10, 100
+    hand = bp_flops_by_hand(784, 500, 10, B)[0] - 2 * (P + 510)    # without the SGD update ...
+    adam = 12 * (P + 510)                                           # ... with Adam's (baselines.update)
+    assert flops == pytest.approx((hand + adam) / B, rel=1e-12)
+
+
+def test_plausibility_marks_cover_every_rule_with_reasons():
+    rows = studies.plausibility_rows()
+    assert set(rows) == set(experiments.TRAINERS)                  # one row per rule that can be trained
+    for rule, marks in rows.items():
+        assert set(marks) == set(bl.PROPERTIES) | {"backward_steps"}
+        assert all(len(reason) > 15 for _, reason in marks.values()), rule
+    steps = {rule: studies.backward_steps(marks, 5) for rule, marks in rows.items()}
+    assert steps["bp"] == steps["fa"] == 5 and steps["dfa"] == steps["sdnn"] == 1 and steps["kh"] == 0
+    table = studies.complexity_tables({"rows": {}, "plausibility": rows, "properties": bl.PROPERTIES})
+    assert table["plausibility"].count("\n") == len(rows) + 1
+    with pytest.raises(ValueError, match="PLAUSIBILITY\\['x'\\]: .*maybe"):
+        bad = dict(rows["bp"], exact_gradients=("maybe", "not a mark"))
+        studies.check_marks({"x": bad})
+
+
+def test_memory_scales_eqprop_particles_to_the_training_set():
+    rng = np.random.default_rng(0)
+    x, y = rng.random((300, 784)).astype(np.float32), rng.integers(0, 10, 300)
+    data = studies._split(x, y, 100, 100)
+    mem = studies.memory("eqprop", studies._trainer("eqprop", data, rng), 50_000)
+    assert mem["activity_state"] == 50_000 * (500 + 10) * 4                  # float32 particles, one per example
+    assert mem["weights"] == 4 * (784 * 500 + 500 + 500 * 10 + 10)
+
+
+# ------------------------------------------------------------------------------------------------ dynamics
+
+def test_angle_of_hand_computed_vectors():
+    assert studies.angle_deg([1, 0], [1, 1]) == pytest.approx(45)
+    assert studies.angle_deg([[1, 2], [3, 4]], [[-1, -2], [-3, -4]]) == pytest.approx(180)
+    assert math.isnan(studies.angle_deg([0, 0], [1, 1]))
+
+
+def fa_network(n_hidden, seed=0):
+    rng = np.random.default_rng(seed)
+    cfg = bl.Config(sizes=(50, n_hidden, 10), dtype="float64")
+    params, _ = bl.make("fa", cfg, rng)
+    x, t = rng.random((200, 50)), bl.one_hot(rng.integers(0, 10, 200), 10, np.float64)
+    return params, x, t, cfg
+
+
+def test_fa_with_feedback_equal_to_the_forward_weights_is_backprop():
+    params, x, t, cfg = fa_network(64)
+    params["B"][1] = params["W"][1].copy()                         # B = W: exact weight transport
+    assert studies.update_angles("fa", params, x, t, cfg) == [pytest.approx(0, abs=1e-5)]
+    assert studies.angle_deg(*studies.feedback_pairs("fa", {"params": params})[0]) == pytest.approx(0, abs=1e-5)
+
+
+def test_random_feedback_is_orthogonal_in_high_dimension():
+    """An independent random B: the hidden errors e B and e W are independent random projections, so the
+    updates' cosine is of order 1 / sqrt(n_hidden) (here 0.01): the angle is 90 degrees within a degree
+    or two; a pair of independent Gaussian vectors in 10^5 dimensions likewise (SD of the cosine 0.003)."""
+    params, x, t, cfg = fa_network(10_000)
+    assert studies.update_angles("fa", params, x, t, cfg)[0] == pytest.approx(90, abs=3)
+    assert studies.angle_deg(*studies.feedback_pairs("fa", {"params": params})[0]) == pytest.approx(90, abs=2)
+    rng = np.random.default_rng(1)
+    assert studies.angle_deg(rng.normal(size=100_000), rng.normal(size=100_000)) == pytest.approx(90, abs=1)
+
+
+def cka_by_kernels(X, Y):
+    """CKA in its kernel form (Kornblith et al. 2019, Eqs. 3-4): HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L))
+    with K = X X^T, L = Y Y^T and HSIC(K, L) = tr(K H L H), H the centring matrix."""
+    n = len(X)
+    H = np.eye(n) - np.ones((n, n)) / n
+    hsic = lambda K, L: np.trace(K @ H @ L @ H)
+    K, L = X @ X.T, Y @ Y.T
+    return hsic(K, L) / np.sqrt(hsic(K, K) * hsic(L, L))
+
+
+def test_linear_cka_of_known_cases():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(5000, 20)) @ rng.normal(size=(20, 20))    # correlated features
+    Q, _ = np.linalg.qr(rng.normal(size=(20, 20)))                 # an orthogonal matrix
+    assert studies.linear_cka(X, X) == pytest.approx(1)
+    assert studies.linear_cka(X, 3 * X @ Q + 5) == pytest.approx(1)        # rotation, scale, shift
+    # independent noise: E[CKA] ~ sqrt(p q) / n = 20 / 5000
+    assert studies.linear_cka(X, rng.normal(size=(5000, 20))) < 0.02
+    A, B = rng.normal(size=(60, 7)), rng.normal(size=(60, 4))
+    B[:, 0] += A[:, 0]
+    assert studies.linear_cka(A, B) == pytest.approx(cka_by_kernels(A, B))   # the kernel form agrees
+
+
+def run_json(tmp_path, *argv):
+    import json
+    import subprocess
+    import sys
+    out = tmp_path / f"run{len(list(tmp_path.iterdir()))}.json"
+    r = subprocess.run([sys.executable, experiments.__file__, *argv, "--dataset", "digits", "--quiet", "--json",
+                        str(out), "--out", str(tmp_path)], capture_output=True, text=True, timeout=300,
+                       check=False)
+    assert r.returncode == 0, r.stderr
+    return json.loads(out.read_text())
+
+
+def test_dynamics_of_backprop_against_its_twin_and_the_run_unchanged(tmp_path):
+    """--dynamics on BP: the twin is the same network trained the same way, so every angle is 0 and every
+    CKA 1; epoch 1 is measured in 10 blocks (and at the start); the run's errors are those of the same
+    command without --dynamics."""
+    argv = ["--train", "bp", "--hidden", "32", "--epochs", "2"]
+    with_dyn, without = run_json(tmp_path, *argv, "--dynamics"), run_json(tmp_path, *argv)
+    assert with_dyn["test_error"] == without["test_error"] and with_dyn["val_error"] == without["val_error"]
+    points = [p for epoch in with_dyn["dynamics"] for p in epoch]
+    assert [p["examples"] for p in points] == [0, *range(100, 1001, 100), 2000]
+    for p in points:
+        assert p["angle_bp"] == [pytest.approx(0, abs=1e-4)]                            # degrees
+        assert p["feedback_angle"] == [pytest.approx(0, abs=1e-4)]
+        assert p["cka_bp_twin"] == [pytest.approx(1)]
+    assert points[0]["dW_norm"] == [0.0, 0.0] and all(d > 0 for d in points[-1]["dW_norm"])
+
+
+def test_dynamics_refuses_a_linear_sdnn_schedule():
+    none = np.zeros((0, 64))
+    data = experiments.Split(np.zeros((100, 64)), np.zeros(100, int), none, none, none, np.zeros(1, int), 10)
+    args = experiments.parse(["--train", "sdnn", "--hidden", "8", "--set", "etas=0.1,0.1", "eta_schedule=linear"])
+    trainer = experiments.TRAINERS["sdnn"](args, data, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="eta_schedule=linear"):
+        studies.with_dynamics("sdnn", trainer, data, 0)
+
+
+# ------------------------------------------------------------------------------------------------ protocol
+
+def fake_runs(curves):
+    """A stand-in for experiments.run_all: each --train command gets the curves curves(argv) -> (val, test)
+    (errors per epoch, fractions), as a finished run's JSON would hold them."""
+    def run_all(argvs, workers=None, quiet=False, scheduler=None):
+        out = []
+        for argv in argvs:
+            val, test = curves(argv)
+            seed = int(argv[argv.index("--seed") + 1])
+            out.append({"rule": argv[1], "seed": seed, "epochs": len(val), "val_error": val, "test_error": test,
+                        "train_error": val, "seconds_per_epoch": [60.0] * len(val),
+                        "eval_seconds_per_epoch": [0.0] * len(val), "command": argv, "finished": True})
+        return out
+    return run_all
+
+
+def test_protocol_picks_the_rate_by_validation_and_reads_the_test_error_there(monkeypatch, tmp_path):
+    """Three candidate rates; the middle one has the lowest validation error (at epoch 2 of 3). Its three
+    seeds are run (seed 0 is the tuning run, run again here by the stand-in), and each seed's test error
+    is read at its own lowest-validation epoch, never at the lowest test error."""
+    def curves(argv):
+        lr = float(next(a for a in argv if a.startswith("lr=")).split("=")[1])
+        seed = int(argv[argv.index("--seed") + 1])
+        if lr == pytest.approx(1e-3):
+            val = [0.30, 0.10 + 0.01 * seed, 0.20]
+            return val, [0.05, 0.12 + 0.01 * seed, 0.01]         # the test minimum (epoch 3) must be ignored
+        return [0.5, 0.4, 0.3], [0.5, 0.4, 0.3]
+    monkeypatch.setattr(experiments, "run_all", fake_runs(curves))
+    cfg = figures.FigConfig(runs=str(tmp_path))
+    out = studies.protocol(cfg, False, {"bp": ("bp", [], (500,))}, ["mnist"], 3, 3, studies.LR_FACTORS)["bp"]["mnist"]
+    assert out["factor"] == 1.0 and out["setting"] == "lr=0.001"
+    assert [c["lowest_val_error"] for c in out["candidates"]] == pytest.approx([30, 10, 30])
+    assert out["test_at_best_val"] == pytest.approx([12, 13, 14]) and out["best_epoch"] == [2, 2, 2]
+    assert out["mean"] == pytest.approx(13) and out["sd"] == pytest.approx(1)        # SD with ddof=1
+    assert out["curves"]["val"] == pytest.approx([30, 11, 20])
+    assert out["budget"] == {"runs": 5, "epochs": 15, "minutes": 15.0, "tuning_minutes": 9.0}
+
+
+def test_every_rule_has_a_rate_to_tune():
+    for entry in studies.COMPARED:
+        item = studies.rate_setting(entry, 3.0)
+        args = experiments.parse(studies._rule_argv(entry) + ["--set", item, *studies.BASE_SETTINGS.get(entry, [])])
+        field, base = studies.RATE_FIELD[entry]
+        assert item == f"{field}=" + ",".join(f"{3 * r:.4g}" for r in base) and args.set[0] == item
+
+
+def synthetic_cifar(tmp_path, monkeypatch, n=1010):
+    """CIFAR-10 files in the canonical format (pickled batches of uint8 R, G, B planes), n images per batch:
+    5 x n training images, of which the last 5,000 validate; their md5s made the expected ones."""
+    import hashlib
+
+    from test_datasets import cifar_batches, write_cifar
+
+    import datasets
+    blobs, _ = cifar_batches(np.random.default_rng(0), n)
+    monkeypatch.setattr(datasets, "CIFAR_BATCHES", {m: hashlib.md5(b).hexdigest() for m, b in blobs.items()})
+    return write_cifar(tmp_path, blobs, as_tar=False)
+
+
+def test_datasets_study_runs_cifar10_from_its_files_and_marks_it_not_run_without(monkeypatch, tmp_path):
+    """The CIFAR-10 path of the study on small synthetic files (the runs in this process, so that the
+    test's md5s apply): 3072-500-10, a test error per rule; without the files, 'not run here'."""
+    def run_in_process(argvs, workers=None, quiet=False, scheduler=None):
+        return [experiments.train(experiments.parse(a + ["--quiet"])) for a in argvs]
+    monkeypatch.setattr(experiments, "run_all", run_in_process)
+    root = synthetic_cifar(tmp_path / "data", monkeypatch)
+    cfg = figures.FigConfig(dataset="cifar10", data_dir=root, runs=str(tmp_path / "runs"), epochs=1)
+    out = studies.datasets_study(cfg, None, quick=True, entries=("bp", "sdnn:rate"))
+    s = out["table"]["bp"]["cifar10"]
+    assert out["status"] == {"cifar10": "run"} and 0 <= s["mean"] <= 100
+    assert 0 <= out["table"]["sdnn:rate"]["cifar10"]["mean"] <= 100
+    assert "3072" not in s["command"] and s["command"].startswith("--train bp --hidden 500 --dataset cifar10")
+    import json
+    run = json.loads(next((tmp_path / "runs").glob("bp_cifar10_*.json")).read_text())
+    assert run["config"]["sizes"] == [3072, 500, 10]
+    empty = figures.FigConfig(dataset="cifar10", data_dir=str(tmp_path / "nothing"), runs=str(tmp_path / "r2"))
+    none = studies.datasets_study(empty, None, quick=True, entries=("bp",))
+    assert none["status"] == {"cifar10": "not run here"} and none["table"] == {"bp": {}}
+    assert "not run here" in studies.datasets_tables(none)["datasets"]
+
+
+# ------------------------------------------------------------------------------------------------ command line
+
+def run_cli(*argv, cwd):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, experiments.__file__, *argv], capture_output=True, text=True, cwd=cwd,
+                          timeout=600, check=False)
+
+
+def test_complexity_prints_and_saves_both_tables_from_the_command_line(tmp_path):
+    from conftest import data_dir_or_skip
+    data_dir_or_skip("mnist")
+    r = run_cli("--study", "complexity", "--quick", "--quiet", "--out", str(tmp_path), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "| rule | MFLOP / train ex." in r.stdout and "| rule | exact_gradients" in r.stdout
+    saved = figures.load_data(str(tmp_path / "complexity"))
+    assert set(saved["rows"]) == set(studies.COMPARED) and "plausibility" in saved["tables"]
+    (tmp_path / "complexity.png").unlink()
+    r = run_cli("--study", "complexity", "--replot", "--out", str(tmp_path), cwd=tmp_path)
+    assert r.returncode == 0 and (tmp_path / "complexity.png").exists(), r.stderr
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--study", "complexity", "--dynamics"], "--dynamics is an option of --train RULE"),
+    (["--study", "datasets", "--set", "lr=1"], "study datasets has no model config"),
+])
+def test_bad_study_input_names_the_flag(argv, words, tmp_path):
+    r = run_cli(*argv, "--out", str(tmp_path), cwd=tmp_path)
+    assert r.returncode != 0 and words in r.stderr and "Traceback" not in r.stderr
