@@ -387,16 +387,37 @@ def draw_candidates(sizes, T, cfg, rng):
     All units of a population share one Poisson count per step (Poisson splitting) and one uniform
     u per candidate carries both the unit, int(u n), and the acceptance uniform, u n - int(u n)
     (independent of the unit, resolution 2^-53 n).
-    Returns ptr (n_pop, T + 1), the candidates of population p at step t being e = ptr[p, t] ..
-    ptr[p, t+1] - 1, and the seed of their uniforms, candidate_uniforms(seed, e, e + 1).
+    Returns the candidate counts (n_pop, T) (numbered by candidate_ptr) and the seed of their uniforms,
+    candidate_uniforms(seed, e, e + 1). A training example draws both its phases at once (T = T_f + T_t,
+    split by example_candidates).
     """
     counts = np.empty((len(sizes), T), np.int64)
     for p, n in enumerate(sizes):   # the draws of one broadcast call over (population, step), at half its cost
         counts[p] = rng.poisson(cfg.phi_max * n, size=T)
-    ptr = np.zeros((len(sizes), T + 1), np.int64)
-    ptr[:, 1:] = np.cumsum(counts).reshape(len(sizes), T)
+    return counts, np.uint64(rng.bit_generator.random_raw())   # one 64-bit draw seeds the uniforms
+
+
+# The target phase's candidates are numbers 2^32, 2^32 + 1, ... of the example's stream: its seed is the
+# forward phase's + 2^32 gamma (mod 2^64), so the two phases never share a uniform.
+_SECOND_PHASE = (1 << 32) * int(_GAMMA) % (1 << 64)
+
+
+def example_candidates(counts, seed, T_f):
+    """The (counts, seed) of the forward and of the target phase of one example drawn at once."""
+    return (counts[:, :T_f], seed), (counts[:, T_f:], _second_seed(seed))
+
+
+def _second_seed(seed):
+    return np.uint64((int(seed) + _SECOND_PHASE) % (1 << 64))
+
+
+def candidate_ptr(counts):
+    """ptr (n_pop, T + 1): the candidates of population p at step t are e = ptr[p, t] .. ptr[p, t+1] - 1,
+    population after population (twin of the kernel's _candidate_ptr)."""
+    ptr = np.zeros((counts.shape[0], counts.shape[1] + 1), np.int64)
+    ptr[:, 1:] = np.cumsum(counts).reshape(counts.shape)
     ptr[1:, 0] = ptr[:-1, -1]
-    return ptr, np.uint64(rng.bit_generator.random_raw())   # one 64-bit draw seeds the uniforms
+    return ptr
 
 
 def plateau_offsets(n, cfg, rng):
@@ -519,7 +540,7 @@ def reference_phase(net, x, T, label, cfg, rng):
 # ---------------------------------------------------------------------------------------------------
 
 def run_phase(net, state, x, T, label, cfg, rng, offsets=None, record=False, jit=True, learn=True,
-              window=None):
+              window=None, cand=None):
     """Simulate one forward (label None) or target phase of T steps; update `state` in place.
 
     Parameters
@@ -532,6 +553,7 @@ def run_phase(net, state, x, T, label, cfg, rng, offsets=None, record=False, jit
     record : also return the traces (T, 4, n_k) per layer: V_b, V_a, V, spike counts.
     jit : use the Numba kernel (False: the NumPy twin, same maths, slow).
     window : (lo, hi) steps averaged; default: the training window of cfg.window (Eq 22).
+    cand : (counts, seed) of the candidate spikes (draw_candidates), if drawn already.
     learn : False skips what only learning needs (window sums of s, the hidden layers' averages of V
         and V_a, returned as zeros, and, when g_a = 0 and nothing is recorded, the apical compartment,
         output spikes and output rates phi_out, which then cannot act on V).
@@ -558,7 +580,7 @@ def run_phase(net, state, x, T, label, cfg, rng, offsets=None, record=False, jit
     """
     L = len(net.W) - 1
     n = tuple(w.shape[0] for w in net.W)
-    draws, phase, rec, flags = _phase_setup(net, x, T, label, cfg, rng, offsets, record, learn, window)
+    draws, phase, rec, flags = _phase_setup(net, x, T, label, cfg, rng, offsets, record, learn, window, cand)
     T, lo, hi, lo_a, hi_a = phase[:5]
     s_sum = tuple(np.empty(w.shape[1]) for w in net.W)        # the loop starts them
     V_sum, Va_sum = tuple(np.zeros(m) for m in n), tuple(np.zeros(m) for m in n)   # Va_sum[L] unused
@@ -593,11 +615,21 @@ def run_phase(net, state, x, T, label, cfg, rng, offsets=None, record=False, jit
     return out
 
 
-def _phase_setup(net, x, T, label, cfg, rng, offsets, record, learn, window, inputs=None):
-    """The draws, phase and flags bundles of one phase and its record arrays (see run_phase); inputs:
-    _active(x), if known."""
-    L = len(net.W) - 1
+def _phase_setup(net, x, T, label, cfg, rng, offsets, record, learn, window, cand=None):
+    """The draws, phase and flags bundles of one phase and its record arrays (see run_phase); cand:
+    (counts, seed) of the candidates (draw_candidates), if drawn already."""
     n = tuple(w.shape[0] for w in net.W)
+    act, x_act = _active(x)
+    counts, seed = cand or draw_candidates((len(act),) + n, T, cfg, rng)
+    ptr = candidate_ptr(counts)
+    acc = np.zeros(ptr[-1, -1], np.uint8)                     # 1 where a candidate became a spike
+    draws = (ptr, seed, acc, act, x_act)
+    return (draws, *_phase_bundle(n, T, label, cfg, offsets, record, learn, window))
+
+
+def _phase_bundle(n, T, label, cfg, offsets, record, learn, window):
+    """The phase and flags bundles of one phase of layers of sizes n, and its record arrays (see run_phase)."""
+    L = len(n) - 1
     if window is None:   # Eq. (22): after the settle time; the code: the last 20 steps of a phase (l.96)
         window = (cfg.t_settle, T) if cfg.window == "after_settle" else (T - 20, T)
     lo, hi = window
@@ -606,15 +638,11 @@ def _phase_setup(net, x, T, label, cfg, rng, offsets, record, learn, window, inp
     else:   # plateau `offset` steps before the end, average of the last 30 ms (Methods) or 20 steps (code)
         hi_a = tuple(T - o for o in offsets)
         lo_a = tuple(h - (30 if cfg.window == "after_settle" else 20) for h in hi_a)
-    act, x_act = inputs or _active(x)
-    ptr, seed = draw_candidates((len(act),) + n, T, cfg, rng)
-    acc = np.zeros(ptr[-1, -1], np.uint8)                     # 1 where a candidate became a spike
-    draws = (ptr, seed, acc, act, x_act)
     phase = (T, lo, hi, lo_a, hi_a, *_window_tables(T, lo, hi, cfg.psp, cfg.tau_L, cfg.tau_s),
              *_teacher(n[L], label))
     rec = tuple(np.zeros((T, 4, m), np.float32) for m in n) if record else _dummy_rec(n)
     flags = (cfg.psp == "truncated10", cfg.spiking_feedback, learn, learn or record or cfg.g_a != 0, record)
-    return draws, phase, rec, flags
+    return phase, rec, flags
 
 
 def _active(x):
@@ -817,11 +845,15 @@ def train_example(net, state, x, label, cfg, rng, record=False, jit=True, update
     if cfg.stochastic_plateau:
         off_f = [plateau_offsets(net.W[k].shape[0], cfg, rng) for k in range(L)]
         off_t = [plateau_offsets(net.W[k].shape[0], cfg, rng) for k in range(L)]
+    sizes = (np.count_nonzero(x),) + tuple(len(v) for v in net.b)   # active inputs, hidden layers, output
+    counts, seed = draw_candidates(sizes, T_f + T_t, cfg, rng)       # both phases at once
     if jit:
-        info = _train_example_kernel(net, state, x, label, (T_f, T_t), (off_f, off_t), cfg, rng, record, update)
+        info = _train_example_kernel(net, state, x, label, (T_f, T_t), (off_f, off_t), cfg, (counts, seed), record,
+                                     update)
     else:   # the twin: both phases with _phase_numpy, the errors and updates in NumPy
-        f = run_phase(net, state, x, T_f, None, cfg, rng, off_f, record, jit)
-        t = run_phase(net, state, x, T_t, int(label), cfg, rng, off_t, record, jit)
+        cand_f, cand_t = example_candidates(counts, seed, T_f)
+        f = run_phase(net, state, x, T_f, None, cfg, rng, off_f, record, jit, cand=cand_f)
+        t = run_phase(net, state, x, T_t, int(label), cfg, rng, off_t, record, jit, cand=cand_t)
         alpha_f = [sigma(v) for v in f["V_a"]]                                             # Eq. (21)
         alpha_t = [sigma(v) for v in t["V_a"]]
         V_f = f["V"]
@@ -841,18 +873,20 @@ def train_example(net, state, x, label, cfg, rng, record=False, jit=True, update
     return info
 
 
-def _train_example_kernel(net, state, x, label, T, offsets, cfg, rng, record, update):
-    """train_example's fast path: one call of _example_kernel for both phases and the updates.
+def _train_example_kernel(net, state, x, label, T, offsets, cfg, cand, record, update):
+    """train_example's fast path: one call of _example_kernel for both phases and the updates, which
+    numbers the candidates (cand: counts of both phases, seed) and finds the active inputs itself.
     Returns the same info as the NumPy path."""
-    L = len(net.W) - 1
-    n = [len(v) for v in net.b]
-    inputs = _active(x)
-    d_f, p_f, rec_f, flags = _phase_setup(net, x, T[0], None, cfg, rng, offsets[0], record, True, None, inputs)
-    d_t, p_t, rec_t, _ = _phase_setup(net, x, T[1], int(label), cfg, rng, offsets[1], record, True, None, inputs)
+    n = tuple(len(v) for v in net.b)
+    L = len(n) - 1
+    p_f, rec_f, flags = _phase_bundle(n, T[0], None, cfg, offsets[0], record, True, None)
+    p_t, rec_t, _ = _phase_bundle(n, T[1], int(label), cfg, offsets[1], record, True, None)
+    counts, seed = cand
+    seeds = np.array([seed, _second_seed(seed)], np.uint64)
     if record and L:   # the Jacobians of Fig 5-S1 with the weights before the update, as the NumPy path
         before = Network(net.W[:L] + [net.W[L].copy()], net.b, net.Y[:L - 1] + [net.Y[L - 1].copy()])
     state.pos, res, V_f, avg, n_spk = _example_kernel(
-        _weights(net), _state_tuple(state), ((d_f, p_f, rec_f), (d_t, p_t, rec_t)), _constants(cfg),
+        _weights(net), _state_tuple(state), (x, counts, seeds), ((p_f, rec_f), (p_t, rec_t)), _constants(cfg),
         _learning(cfg, update), flags)
     info = {"L1": float(res[1]), "L0": float(res[0]), "pred": int(res[2]),
             "alpha_f": [avg[0, k, :n[k]] for k in range(L)], "alpha_t": [avg[1, k, :n[k]] for k in range(L)],
@@ -1159,11 +1193,13 @@ def _phase_kernel(weights, state, draws, phase, sums, consts, flags):
 
 
 @njit(cache=True, nogil=True)
-def _example_kernel(weights, state, phases, consts, learning, flags):
+def _example_kernel(weights, state, cand, phases, consts, learning, flags):
     """One training example (twin: train_example(jit=False)): forward and target phase, the errors, and
     the updates of all layers from the top down, each followed by its trace fix-up.
 
-    phases: (draws, phase, rec) of the forward and of the target phase (the bundles of run_phase).
+    cand: (x, counts, seeds), the image, the candidate counts of both phases (n_pop, T_f + T_t) and the
+    seeds of their uniforms, from which the kernel builds each phase's draws bundle (as _phase_setup).
+    phases: (phase, rec) of the forward and of the target phase (the bundles of run_phase).
     learning: (etas, P, k_b, k_d, phi_max, update, backprop), P per layer (P0, ..., P0, P1).
     Returns the new ring position; res = [L0, L1, predicted class, angle to backprop's error (degrees)];
     the forward phase's mean V (L + 1, n_max); avg = [alpha_f, alpha_t, mean V_a forward, mean V_a
@@ -1174,7 +1210,12 @@ def _example_kernel(weights, state, phases, consts, learning, flags):
     etas, P, k_b, k_d, phi_max, update, backprop = learning
     truncated = flags[0]
     L = len(b) - 1
-    (draws_f, phase_f, rec_f), (draws_t, phase_t, rec_t) = phases
+    (phase_f, rec_f), (phase_t, rec_t) = phases
+    x, counts, seeds = cand
+    act, x_act = _active_kernel(x)
+    ptr_f, ptr_t = _candidate_ptr(counts, 0, phase_f[0]), _candidate_ptr(counts, phase_f[0], counts.shape[1])
+    draws_f = (ptr_f, seeds[0], np.zeros(ptr_f[-1, -1], np.uint8), act, x_act)
+    draws_t = (ptr_t, seeds[1], np.zeros(ptr_t[-1, -1], np.uint8), act, x_act)
     work = _work_in(weights, state, truncated)
     sums_f, sums_t = _work_sums(work, b, rec_f), _work_sums(work, b, rec_t)
     pos = _step_loop(weights, work, state[-1], draws_f, phase_f, sums_f, consts, flags)
@@ -1225,6 +1266,34 @@ def _example_kernel(weights, state, phases, consts, learning, flags):
             _fix_traces_kernel(work, k, m, WT[k].shape[0], scale, E[k], s[k], pos, draws_t, phase_t[0], truncated)
     _work_out(work, state, truncated)
     return pos, res, V_f, avg, n_f + n_t
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _active_kernel(x):
+    """Twin of _active: the inputs with a non-zero rate, and their pixel values (float64)."""
+    n_act = 0
+    for j in range(x.shape[0]):
+        n_act += x[j] != 0
+    act, x_act = np.empty(n_act, np.int64), np.empty(n_act)
+    a = 0
+    for j in range(x.shape[0]):
+        if x[j] != 0:
+            act[a], x_act[a] = j, x[j]
+            a += 1
+    return act, x_act
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _candidate_ptr(counts, t0, t1):
+    """Twin of candidate_ptr(counts[:, t0:t1])."""
+    ptr = np.zeros((counts.shape[0], t1 - t0 + 1), np.int64)
+    e = 0
+    for p in range(counts.shape[0]):
+        ptr[p, 0] = e
+        for t in range(t0, t1):
+            e += counts[p, t]
+            ptr[p, t - t0 + 1] = e
+    return ptr
 
 
 @njit(cache=True, nogil=True)
