@@ -1033,11 +1033,17 @@ def train_epoch(net, state, X, y, cfg, rng, record_every=0, progress=None, jit=T
 
 def test_example(net, x, cfg, rng, jit=True):
     """Mean somatic output potentials V-bar_L over [t_settle, test_ms) for one image."""
-    state = init_state(net)                       # the code clears the state before each test image (l.1337)
     # both the paper and the code average a test phase after the settle time: the code's
     # integration_time_test = 220 of its 250 steps (l.94, 97), whatever its training window
-    return run_phase(net, state, x, cfg.test_ms, None, cfg, rng, jit=jit, learn=False,
-                     window=(cfg.t_settle, cfg.test_ms))["V"][-1]
+    window = (cfg.t_settle, cfg.test_ms)
+    if not jit:   # the twin: run_phase from a cleared state, as the code before each test image (l.1337)
+        return run_phase(net, init_state(net), x, cfg.test_ms, None, cfg, rng, jit=jit, learn=False,
+                         window=window)["V"][-1]
+    # fast path: the same draws as run_phase, one kernel call that starts from a zero state of its own
+    n = tuple(len(v) for v in net.b)
+    counts, seed = draw_candidates((np.count_nonzero(x),) + n, cfg.test_ms, cfg, rng)
+    phase, rec, flags = _phase_bundle(n, cfg.test_ms, None, cfg, None, False, False, window)
+    return _test_kernel(_weights(net), (x, counts, seed), phase, rec, _constants(cfg), flags)
 
 
 def hidden_rates(net, X, cfg, rng):
@@ -1297,13 +1303,27 @@ def _candidate_ptr(counts, t0, t1):
 
 
 @njit(cache=True, nogil=True)
-def _work_in(weights, state, truncated):
-    """Padded work copies of the state's per-layer arrays, and the state's own output arrays:
-    (u_L, u_s, a_L, a_s, V) (L + 1, n_max) float32; ring_b, ring_a (L + 1, 10, n_max) float32 (the code's
-    kernel; else width 0); x_L, x_s (L + 1, m_max) float64, row p = population p; out_L, out_s,
-    n_out_hist, phi_out."""
+def _test_kernel(weights, cand, phase, rec, consts, flags):
+    """One test phase from a zero state (twin: test_example(jit=False)): the step loop on zero work arrays.
+    cand: (x, counts, seed), as _example_kernel's. Returns the output layer's mean V over the window."""
+    b = weights[1]
+    L = len(b) - 1
+    x, counts, seed = cand
+    act, x_act = _active_kernel(x)
+    ptr = _candidate_ptr(counts, 0, counts.shape[1])
+    draws = (ptr, seed, np.zeros(ptr[-1, -1], np.uint8), act, x_act)
+    n_out = b[L].shape[0]
+    work = _work_zeros(weights, flags[0], np.zeros(n_out), np.zeros(n_out), np.zeros((10, n_out)),
+                       np.zeros(n_out, np.float32))
+    sums = _work_sums(work, b, rec)
+    _step_loop(weights, work, 0, draws, phase, sums, consts, flags)
+    return sums[1][L, :n_out] / (phase[2] - phase[1])
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _work_zeros(weights, truncated, out_L, out_s, n_out_hist, phi_out):
+    """Zero work arrays in the layout of _work_in, with the given output arrays."""
     WT, b, _ = weights
-    u_L, u_s, a_L, a_s, V, ring_b, ring_a, x_L, x_s, out_L, out_s, n_out_hist, phi_out, _ = state
     L = len(b) - 1
     n_max = 0
     for k in range(L + 1):
@@ -1312,16 +1332,29 @@ def _work_in(weights, state, truncated):
     F = np.zeros((5, L + 1, n_max), np.float32)
     R = np.zeros((2, L + 1, 10, n_max if truncated else 0), np.float32)
     X = np.zeros((2, L + 1, m_max))
-    for k in range(L + 1):
+    return F[0], F[1], F[2], F[3], F[4], R[0], R[1], X[0], X[1], out_L, out_s, n_out_hist, phi_out
+
+
+@njit(cache=True, nogil=True)
+def _work_in(weights, state, truncated):
+    """Padded work copies of the state's per-layer arrays, and the state's own output arrays:
+    (u_L, u_s, a_L, a_s, V) (L + 1, n_max) float32; ring_b, ring_a (L + 1, 10, n_max) float32 (the code's
+    kernel; else width 0); x_L, x_s (L + 1, m_max) float64, row p = population p; out_L, out_s,
+    n_out_hist, phi_out."""
+    b = weights[1]
+    u_L, u_s, a_L, a_s, V, ring_b, ring_a, x_L, x_s, out_L, out_s, n_out_hist, phi_out, _ = state
+    work = _work_zeros(weights, truncated, out_L, out_s, n_out_hist, phi_out)
+    F = (work[0], work[1], work[2], work[3], work[4])
+    for k in range(len(b)):
         m = b[k].shape[0]
         for f, src in enumerate((u_L, u_s, a_L, a_s, V)):
-            F[f, k, :m] = src[k]
+            F[f][k, :m] = src[k]
         if truncated:
-            R[0, k, :, :m] = ring_b[k]
-            R[1, k, :, :m] = ring_a[k]
-        X[0, k, :x_L[k].shape[0]] = x_L[k]
-        X[1, k, :x_s[k].shape[0]] = x_s[k]
-    return F[0], F[1], F[2], F[3], F[4], R[0], R[1], X[0], X[1], out_L, out_s, n_out_hist, phi_out
+            work[5][k, :, :m] = ring_b[k]
+            work[6][k, :, :m] = ring_a[k]
+        work[7][k, :x_L[k].shape[0]] = x_L[k]
+        work[8][k, :x_s[k].shape[0]] = x_s[k]
+    return work
 
 
 @njit(cache=True, nogil=True)
