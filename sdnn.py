@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
+import numba
 import numpy as np
 from numba import njit
 from scipy.special import expit
@@ -1169,6 +1170,12 @@ def _uniform(seed, e):
     z = (z ^ (z >> np.uint64(27))) * _MIX2
     z = z ^ (z >> np.uint64(31))
     return np.float64(z >> np.uint64(11)) * 2.0 ** -53
+
+
+if numba.config.DISABLE_JIT:   # plain Python (NUMBA_DISABLE_JIT=1): the same number, without the warnings of
+    def _uniform(seed, e):      # NumPy's scalar uint64 arithmetic, which wraps as the kernel's does
+        """The uniform of candidate e of the stream `seed` (candidate_uniforms)."""
+        return candidate_uniforms(seed, e, e + 1)[0]
 
 
 @njit(cache=True, nogil=True, inline="always")
