@@ -849,8 +849,8 @@ def train_example(net, state, x, label, cfg, rng, record=False, jit=True, update
     sizes = (np.count_nonzero(x),) + tuple(len(v) for v in net.b)   # active inputs, hidden layers, output
     counts, seed = draw_candidates(sizes, T_f + T_t, cfg, rng)       # both phases at once
     if jit:
-        info = _train_example_kernel(net, state, x, label, (T_f, T_t), (off_f, off_t), cfg, (counts, seed), record,
-                                     update)
+        info = _train_example_kernel(net, state, np.asarray(x), label, (T_f, T_t), (off_f, off_t), cfg,
+                                     (counts, seed), record, update)
     else:   # the twin: both phases with _phase_numpy, the errors and updates in NumPy
         cand_f, cand_t = example_candidates(counts, seed, T_f)
         f = run_phase(net, state, x, T_f, None, cfg, rng, off_f, record, jit, cand=cand_f)
@@ -886,9 +886,11 @@ def _train_example_kernel(net, state, x, label, T, offsets, cfg, cand, record, u
     seeds = np.array([seed, _second_seed(seed)], np.uint64)
     if record and L:   # the Jacobians of Fig 5-S1 with the weights before the update, as the NumPy path
         before = Network(net.W[:L] + [net.W[L].copy()], net.b, net.Y[:L - 1] + [net.Y[L - 1].copy()])
-    state.pos, res, V_f, avg, n_spk = _example_kernel(
-        _weights(net), _state_tuple(state), (x, counts, seeds), ((p_f, rec_f), (p_t, rec_t)), _constants(cfg),
-        _learning(cfg, update), flags)
+    n_max = max(n)
+    res, V_f, avg, n_spk = np.zeros(4), np.empty((L + 1, n_max)), np.zeros((4, max(L, 1), n_max)), \
+        np.empty(L + 2, np.int64)
+    state.pos = _example_kernel(_weights(net), _state_tuple(state), (x, counts, seeds), ((p_f, rec_f), (p_t, rec_t)),
+                                _constants(cfg), _learning(cfg, update), flags, (res, V_f, avg, n_spk))
     info = {"L1": float(res[1]), "L0": float(res[0]), "pred": int(res[2]),
             "alpha_f": [avg[0, k, :n[k]] for k in range(L)], "alpha_t": [avg[1, k, :n[k]] for k in range(L)],
             "n_spikes": n_spk.tolist(), "T": T, "V_out_f": V_f[L, :n[L]]}
@@ -1041,10 +1043,12 @@ def test_example(net, x, cfg, rng, jit=True):
         return run_phase(net, init_state(net), x, cfg.test_ms, None, cfg, rng, jit=jit, learn=False,
                          window=window)["V"][-1]
     # fast path: the same draws as run_phase, one kernel call that starts from a zero state of its own
-    n = tuple(len(v) for v in net.b)
+    n, x = tuple(len(v) for v in net.b), np.asarray(x)
     counts, seed = draw_candidates((np.count_nonzero(x),) + n, cfg.test_ms, cfg, rng)
     phase, rec, flags = _phase_bundle(n, cfg.test_ms, None, cfg, None, False, False, window)
-    return _test_kernel(_weights(net), (x, counts, seed), phase, rec, _constants(cfg), flags)
+    V_out = np.empty(n[-1])
+    _test_kernel(_weights(net), (x, counts, seed), phase, rec, _constants(cfg), flags, V_out)
+    return V_out
 
 
 def hidden_rates(net, X, cfg, rng):
@@ -1206,7 +1210,7 @@ def _phase_kernel(weights, state, draws, phase, sums, consts, flags):
 
 
 @njit(cache=True, nogil=True)
-def _example_kernel(weights, state, cand, phases, consts, learning, flags):
+def _example_kernel(weights, state, cand, phases, consts, learning, flags, outs):
     """One training example (twin: train_example(jit=False)): forward and target phase, the errors, and
     the updates of all layers from the top down, each followed by its trace fix-up.
 
@@ -1214,9 +1218,11 @@ def _example_kernel(weights, state, cand, phases, consts, learning, flags):
     seeds of their uniforms, from which the kernel builds each phase's draws bundle (as _phase_setup).
     phases: (phase, rec) of the forward and of the target phase (the bundles of run_phase).
     learning: (etas, P, k_b, k_d, phi_max, update, backprop), P per layer (P0, ..., P0, P1).
-    Returns the new ring position; res = [L0, L1, predicted class, angle to backprop's error (degrees)];
-    the forward phase's mean V (L + 1, n_max); avg = [alpha_f, alpha_t, mean V_a forward, mean V_a
-    target] (4, L, n_max); the spikes per population in both phases (L + 2). Its sums are plain
+    Returns the new ring position, and fills outs = (res, V_f, avg, n_spk): res = [L0, L1, predicted class,
+    angle to backprop's error (degrees)]; the forward phase's mean V (L + 1, n_max); avg = [alpha_f, alpha_t,
+    mean V_a forward, mean V_a target] (4, L, n_max); the spikes per population in both phases (L + 2).
+    Filled, not returned: a returned array is boxed through a Python call (numba's _numba_unpickle), where a
+    SIGTERM handler's KeyboardInterrupt would surface as a SystemError and lose the run's interrupt. Its sums are plain
     float64 loops where the NumPy path uses BLAS (same values up to rounding).
     """
     WT, b, YT = weights
@@ -1237,11 +1243,10 @@ def _example_kernel(weights, state, cand, phases, consts, learning, flags):
     _, _, Va_t, phi_sum, n_t, _ = sums_t
     # ---- window averages (Eqs. (21)-(22)), errors (Eqs. (28), (33), (39)-(40)), L0 and L1 ----
     W_f, W_t = phase_f[2] - phase_f[1], phase_t[2] - phase_t[1]       # window lengths hi - lo
-    V_f = V_sum / W_f                                                 # V-bar^f per layer
+    res, V_f, avg, n_spk = outs
+    V_f[:] = V_sum / W_f                                              # V-bar^f per layer
     s = s_sum / W_f                                                   # s-bar per population
-    avg = np.zeros((4, max(L, 1), V_f.shape[1]))
     E = np.zeros(V_f.shape)
-    res = np.zeros(4)
     for k in range(L):
         lo_f, hi_f, lo_t, hi_t = phase_f[3][k], phase_f[4][k], phase_t[3][k], phase_t[4][k]
         for i in range(b[k].shape[0]):
@@ -1278,7 +1283,8 @@ def _example_kernel(weights, state, cand, phases, consts, learning, flags):
             _rank1_update(WT[k], b[k], scale, E[k], s[k])                                     # Eqs. (29), (35)
             _fix_traces_kernel(work, k, m, WT[k].shape[0], scale, E[k], s[k], pos, draws_t, phase_t[0], truncated)
     _work_out(work, state, truncated)
-    return pos, res, V_f, avg, n_f + n_t
+    n_spk[:] = n_f + n_t
+    return pos
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -1310,9 +1316,10 @@ def _candidate_ptr(counts, t0, t1):
 
 
 @njit(cache=True, nogil=True)
-def _test_kernel(weights, cand, phase, rec, consts, flags):
+def _test_kernel(weights, cand, phase, rec, consts, flags, V_out):
     """One test phase from a zero state (twin: test_example(jit=False)): the step loop on zero work arrays.
-    cand: (x, counts, seed), as _example_kernel's. Returns the output layer's mean V over the window."""
+    cand: (x, counts, seed), as _example_kernel's. Fills V_out with the output layer's mean V over the window
+    (filled, not returned: see _example_kernel)."""
     b = weights[1]
     L = len(b) - 1
     x, counts, seed = cand
@@ -1324,7 +1331,7 @@ def _test_kernel(weights, cand, phase, rec, consts, flags):
                        np.zeros(n_out, np.float32))
     sums = _work_sums(work, b, rec)
     _step_loop(weights, work, 0, draws, phase, sums, consts, flags)
-    return sums[1][L, :n_out] / (phase[2] - phase[1])
+    V_out[:] = sums[1][L, :n_out] / (phase[2] - phase[1])
 
 
 @njit(cache=True, nogil=True, inline="always")
