@@ -330,7 +330,7 @@ def test_concurrent_writers_never_leave_broken_json(tmp_path):
 def test_a_run_being_trained_is_not_trained_twice(tmp_path):
     """A second process on the same run stops with a clear error (the lock holds the first's process id);
     run_all waits for a run another process trains instead of starting it again; a stale lock is ignored."""
-    argv = ["--train", "sdnn", "--dataset", "digits", "--epochs", "3", "--hidden", "20", "--set", "etas=0.5,0.5",
+    argv = ["--train", "sdnn", "--dataset", "digits", "--epochs", "3", "--hidden", "200", "--set", "etas=0.5,0.5",
             "--quiet", "--out", str(tmp_path)]
     path = experiments.run_path(argv)
     first = subprocess.Popen([sys.executable, os.path.join(ROOT, "experiments.py"), *argv])
