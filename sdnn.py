@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
+import numba
 import numpy as np
 from numba import njit
 from scipy.special import expit
@@ -356,9 +357,26 @@ def init_state(net):
 
 
 # ---------------------------------------------------------------------------------------------------
-# Randomness, drawn in bulk in NumPy from the caller's Generator and passed to the step loop, which
-# stays deterministic; and the per-phase tables of the step loop
+# Randomness, from the caller's Generator and passed to the step loop, which stays deterministic: the
+# candidate counts drawn in NumPy, and a seed for the candidates' uniforms; and the per-phase tables of
+# the step loop
 # ---------------------------------------------------------------------------------------------------
+
+# SplitMix64 (Steele, Lea & Flood 2014, "Fast splittable pseudorandom number generators", OOPSLA): the
+# e-th number of the stream `seed` mixes seed + (e + 1) gamma, so the kernel computes a candidate's
+# uniform where it needs it, in ~1 ns (NumPy's Generator.random: ~5 ns a number, most of a phase's draws).
+_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
+def candidate_uniforms(seed, lo, hi):
+    """The uniforms in [0, 1) of candidates lo..hi-1 of the stream `seed` (twin of the kernel's _uniform)."""
+    z = np.uint64(seed) + (np.arange(lo, hi, dtype=np.uint64) + np.uint64(1)) * _GAMMA   # modulo 2^64
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    z ^= z >> np.uint64(31)
+    return (z >> np.uint64(11)).astype(np.float64) * 2.0 ** -53                        # top 53 bits
+
 
 def draw_candidates(sizes, T, cfg, rng):
     """Candidate spikes at the maximum rate phi_max for populations of `sizes` units over T steps.
@@ -370,13 +388,37 @@ def draw_candidates(sizes, T, cfg, rng):
     All units of a population share one Poisson count per step (Poisson splitting) and one uniform
     u per candidate carries both the unit, int(u n), and the acceptance uniform, u n - int(u n)
     (independent of the unit, resolution 2^-53 n).
-    Returns ptr (n_pop, T + 1) and u: candidates of population p at step t are u[ptr[p, t]:ptr[p, t+1]].
+    Returns the candidate counts (n_pop, T) (numbered by candidate_ptr) and the seed of their uniforms,
+    candidate_uniforms(seed, e, e + 1). A training example draws both its phases at once (T = T_f + T_t,
+    split by example_candidates).
     """
-    counts = rng.poisson(cfg.phi_max * np.asarray(sizes, np.float64)[:, None], size=(len(sizes), T))
-    ptr = np.zeros((len(sizes), T + 1), np.int64)
-    ptr[:, 1:] = np.cumsum(counts).reshape(len(sizes), T)
+    counts = np.empty((len(sizes), T), np.int64)
+    for p, n in enumerate(sizes):   # the draws of one broadcast call over (population, step), at half its cost
+        counts[p] = rng.poisson(cfg.phi_max * n, size=T)
+    return counts, np.uint64(rng.bit_generator.random_raw())   # one 64-bit draw seeds the uniforms
+
+
+# The target phase's candidates are numbers 2^32, 2^32 + 1, ... of the example's stream: its seed is the
+# forward phase's + 2^32 gamma (mod 2^64), so the two phases never share a uniform.
+_SECOND_PHASE = (1 << 32) * int(_GAMMA) % (1 << 64)
+
+
+def example_candidates(counts, seed, T_f):
+    """The (counts, seed) of the forward and of the target phase of one example drawn at once."""
+    return (counts[:, :T_f], seed), (counts[:, T_f:], _second_seed(seed))
+
+
+def _second_seed(seed):
+    return np.uint64((int(seed) + _SECOND_PHASE) % (1 << 64))
+
+
+def candidate_ptr(counts):
+    """ptr (n_pop, T + 1): the candidates of population p at step t are e = ptr[p, t] .. ptr[p, t+1] - 1,
+    population after population (twin of the kernel's _candidate_ptr)."""
+    ptr = np.zeros((counts.shape[0], counts.shape[1] + 1), np.int64)
+    ptr[:, 1:] = np.cumsum(counts).reshape(counts.shape)
     ptr[1:, 0] = ptr[:-1, -1]
-    return ptr, rng.random(ptr[-1, -1])
+    return ptr
 
 
 def plateau_offsets(n, cfg, rng):
@@ -499,7 +541,7 @@ def reference_phase(net, x, T, label, cfg, rng):
 # ---------------------------------------------------------------------------------------------------
 
 def run_phase(net, state, x, T, label, cfg, rng, offsets=None, record=False, jit=True, learn=True,
-              window=None):
+              window=None, cand=None):
     """Simulate one forward (label None) or target phase of T steps; update `state` in place.
 
     Parameters
@@ -512,9 +554,11 @@ def run_phase(net, state, x, T, label, cfg, rng, offsets=None, record=False, jit
     record : also return the traces (T, 4, n_k) per layer: V_b, V_a, V, spike counts.
     jit : use the Numba kernel (False: the NumPy twin, same maths, slow).
     window : (lo, hi) steps averaged; default: the training window of cfg.window (Eq 22).
+    cand : (counts, seed) of the candidate spikes (draw_candidates), if drawn already.
     learn : False skips what only learning needs (window sums of s, the hidden layers' averages of V
-        and V_a, returned as zeros, and, when g_a = 0 and nothing is recorded, the apical compartment
-        and output spikes, which then cannot act on V).
+        and V_a, returned as zeros, and, when g_a = 0 and nothing is recorded, the apical compartment,
+        output spikes and output rates phi_out, which then cannot act on V).
+        A test phase needs only the output's mean V.
 
     Returns a dict of window averages: V (per layer), V_a (hidden), phi_out, s (presynaptic PSPs per
     population, the s-bar of Eqs 28 and 33), spike counts and, for the code's kernel, the spikes of
@@ -526,7 +570,7 @@ def run_phase(net, state, x, T, label, cfg, rng, offsets=None, record=False, jit
     its first lines:
       weights (WT, b, YT): W^T, b, Y^T per layer (Y^T of the hidden layers);
       state: the arrays of State, in its field order, and pos;
-      draws (ptr, u, acc, act, x_act): candidate spikes (draw_candidates), their acceptance flags,
+      draws (ptr, seed, acc, act, x_act): candidate spikes (draw_candidates), their acceptance flags,
         the inputs with a non-zero rate and those rates;
       phase (T, lo, hi, lo_a, hi_a, K, E_L, E_s, G, g_E, g_I): length, averaging window, plateau
         windows per hidden layer, the window tables (_window_tables), teaching conductances (_teacher);
@@ -537,31 +581,15 @@ def run_phase(net, state, x, T, label, cfg, rng, offsets=None, record=False, jit
     """
     L = len(net.W) - 1
     n = tuple(w.shape[0] for w in net.W)
-    if window is None:   # Eq. (22): after the settle time; the code: the last 20 steps of a phase (l.96)
-        window = (cfg.t_settle, T) if cfg.window == "after_settle" else (T - 20, T)
-    lo, hi = window
-    if offsets is None:   # apical window per unit: synchronous = the averaging window (Eq. (21))
-        lo_a, hi_a = _sync_windows(n[:L], lo, hi)
-    else:   # plateau `offset` steps before the end, average of the last 30 ms (Methods) or 20 steps (code)
-        hi_a = tuple(T - o for o in offsets)
-        lo_a = tuple(h - (30 if cfg.window == "after_settle" else 20) for h in hi_a)
-    act = np.flatnonzero(x)                                   # inputs with a non-zero rate
-    ptr, u = draw_candidates((len(act),) + n, T, cfg, rng)
-    acc = np.zeros(len(u), np.uint8)                          # 1 where a candidate became a spike
-    draws = (ptr, u, acc, act, np.asarray(x, np.float64)[act])
-    phase = (T, lo, hi, lo_a, hi_a, *_window_tables(T, lo, hi, cfg.psp, cfg.tau_L, cfg.tau_s),
-             *_teacher(n[L], label))
-    weights = (tuple(w.T for w in net.W), tuple(net.b), tuple(y.T for y in net.Y) if L else _dummy_Y(n[L]))
-    st = (state.u_L, state.u_s, state.a_L, state.a_s, state.V, state.ring_b, state.ring_a, state.x_L,
-          state.x_s, state.out_L, state.out_s, state.n_out_hist, state.phi_out, state.pos)
+    draws, phase, rec, flags = _phase_setup(net, x, T, label, cfg, rng, offsets, record, learn, window, cand)
+    T, lo, hi, lo_a, hi_a = phase[:5]
     s_sum = tuple(np.empty(w.shape[1]) for w in net.W)        # the loop starts them
     V_sum, Va_sum = tuple(np.zeros(m) for m in n), tuple(np.zeros(m) for m in n)   # Va_sum[L] unused
     phi_sum, n_spk = np.zeros(n[L]), np.zeros(L + 2, np.int64)   # n_spk: spikes per population
-    rec = tuple(np.zeros((T, 4, m), np.float32) for m in n) if record else _dummy_rec(n)
     sums = (s_sum, V_sum, Va_sum, phi_sum, n_spk, rec)
-    flags = (cfg.psp == "truncated10", cfg.spiking_feedback, learn, learn or record or cfg.g_a != 0, record)
     step_loop = _phase_kernel if jit else _phase_numpy
-    state.pos = step_loop(weights, st, draws, phase, sums, _constants(cfg), flags)
+    state.pos = step_loop(_weights(net), _state_tuple(state), draws, phase, sums, _constants(cfg), flags)
+    ptr, seed, acc, act, _ = draws
     W_len = hi - lo
     out = {"V": [v / W_len for v in V_sum],
            "V_a": [Va_sum[k] / (hi_a[k] - lo_a[k]) for k in range(L)],
@@ -577,7 +605,7 @@ def run_phase(net, state, x, T, label, cfg, rng, offsets=None, record=False, jit
             steps = []
             for t in range(T - 10, T):
                 e = slice(ptr[p, t], ptr[p, t + 1])
-                idx = (u[e] * m).astype(np.int64)[acc[e].astype(bool)]
+                idx = (candidate_uniforms(seed, e.start, e.stop) * m).astype(np.int64)[acc[e].astype(bool)]
                 steps.append(act[idx] if p == 0 else idx)
             last.append(steps)
         out["last10"] = last
@@ -586,6 +614,55 @@ def run_phase(net, state, x, T, label, cfg, rng, offsets=None, record=False, jit
     if offsets is not None:
         out["plateau_time"] = [h - 1 for h in hi_a]
     return out
+
+
+def _phase_setup(net, x, T, label, cfg, rng, offsets, record, learn, window, cand=None):
+    """The draws, phase and flags bundles of one phase and its record arrays (see run_phase); cand:
+    (counts, seed) of the candidates (draw_candidates), if drawn already."""
+    n = tuple(w.shape[0] for w in net.W)
+    act, x_act = _active(x)
+    counts, seed = cand or draw_candidates((len(act),) + n, T, cfg, rng)
+    ptr = candidate_ptr(counts)
+    acc = np.zeros(ptr[-1, -1], np.uint8)                     # 1 where a candidate became a spike
+    draws = (ptr, seed, acc, act, x_act)
+    return (draws, *_phase_bundle(n, T, label, cfg, offsets, record, learn, window))
+
+
+def _phase_bundle(n, T, label, cfg, offsets, record, learn, window):
+    """The phase and flags bundles of one phase of layers of sizes n, and its record arrays (see run_phase)."""
+    L = len(n) - 1
+    if window is None:   # Eq. (22): after the settle time; the code: the last 20 steps of a phase (l.96)
+        window = (cfg.t_settle, T) if cfg.window == "after_settle" else (T - 20, T)
+    lo, hi = window
+    if offsets is None:   # apical window per unit: synchronous = the averaging window (Eq. (21))
+        lo_a, hi_a = _sync_windows(n[:L], lo, hi)
+    else:   # plateau `offset` steps before the end, average of the last 30 ms (Methods) or 20 steps (code)
+        hi_a = tuple(T - o for o in offsets)
+        lo_a = tuple(h - (30 if cfg.window == "after_settle" else 20) for h in hi_a)
+    phase = (T, lo, hi, lo_a, hi_a, *_window_tables(T, lo, hi, cfg.psp, cfg.tau_L, cfg.tau_s),
+             *_teacher(n[L], label))
+    rec = tuple(np.zeros((T, 4, m), np.float32) for m in n) if record else _dummy_rec(n)
+    flags = (cfg.psp == "truncated10", cfg.spiking_feedback, learn, learn or record or cfg.g_a != 0, record)
+    return phase, rec, flags
+
+
+def _active(x):
+    """The inputs with a non-zero rate, and their pixel values."""
+    x = np.asarray(x)
+    act = np.flatnonzero(x)
+    return act, x[act].astype(np.float64)
+
+
+def _weights(net):
+    """The weights bundle: W^T, b, Y^T per layer (Y^T of the hidden layers)."""
+    L = len(net.W) - 1
+    return tuple(w.T for w in net.W), tuple(net.b), tuple(y.T for y in net.Y) if L else _dummy_Y(len(net.b[L]))
+
+
+def _state_tuple(state):
+    """The state bundle: the arrays of State in its field order, and pos."""
+    return (state.u_L, state.u_s, state.a_L, state.a_s, state.V, state.ring_b, state.ring_a, state.x_L,
+            state.x_s, state.out_L, state.out_s, state.n_out_hist, state.phi_out, state.pos)
 
 
 @lru_cache(maxsize=256)
@@ -621,7 +698,7 @@ def _phase_numpy(weights, state, draws, phase, sums, consts, flags):
     """NumPy twin of _phase_kernel: the step loop of one phase, vectorised over units. Returns pos."""
     WT, b, YT = weights
     u_L, u_s, a_L, a_s, V, ring_b, ring_a, x_L, x_s, out_L, out_s, n_out_hist, phi_out, pos = state
-    ptr, u, acc, act, x_act = draws
+    ptr, seed, acc, act, x_act = draws
     T, lo, hi, lo_a, hi_a, K, E_L, E_s, G, g_E, g_I = phase
     s_sum, V_sum, Va_sum, phi_sum, n_spk, rec = sums
     c, kappa10 = consts
@@ -635,7 +712,7 @@ def _phase_numpy(weights, state, draws, phase, sums, consts, flags):
     for t in range(T):
         # ---- input spikes: one shared increment W0[:, j] per spike for both traces (Eq. (11)) ----
         e = slice(ptr[0, t], ptr[0, t + 1])
-        w = u[e] * len(act)
+        w = candidate_uniforms(seed, e.start, e.stop) * len(act)
         a = w.astype(np.int64)
         keep = w - a < x_act[a]                          # thinning: kept with probability x_j
         acc[e] = keep
@@ -672,20 +749,21 @@ def _phase_numpy(weights, state, draws, phase, sums, consts, flags):
                 I = I_scale * (g_E * (E_E - V[k]) + g_I * (E_I - V[k]))                      # Eq. (20)
                 V[k][:] += dt * (-g_l * V[k] + g_d * (V_b - V[k]) + I)                       # Eq. (19)
                 V_a = np.zeros_like(V_b)
-                phi_out[:] = phi_max * sigma(V[k].astype(np.float64))                        # Eq. (17)
+                if apical:                               # the output rates feed back or are learned from
+                    phi_out[:] = phi_max * sigma(V[k].astype(np.float64))                    # Eq. (17)
             if k < L and learn:                          # plateau window (Eq. (21))
                 in_win = (lo_a[k] <= t) & (t < hi_a[k])  # per unit; length 1 = synchronous (lo, hi)
                 Va_sum[k][:] += np.where(in_win, V_a, np.float32(0))
             # ---- window sums: V, and phi_out (Eq. (6)) ----
             if lo <= t < hi and (learn or k == L):
                 V_sum[k][:] += V[k]
-                if k == L:
+                if k == L and apical:
                     phi_sum[:] += phi_out
             if record:
                 rec[k][t, 0], rec[k][t, 1], rec[k][t, 2] = V_b, V_a, V[k]
             # ---- spikes by thinning: keep a candidate iff its uniform < sigma(V) (Eq. (17)) ----
             e = slice(ptr[k + 1, t], ptr[k + 1, t + 1] if (k < L or apical) else ptr[k + 1, t])
-            w = u[e] * len(b[k])
+            w = candidate_uniforms(seed, e.start, e.stop) * len(b[k])
             i = w.astype(np.int64)                       # unit = integer part
             keep = w - i < sigma(V[k][i])                # uniform = fractional part; float32 sigma
             acc[e] = keep
@@ -763,30 +841,85 @@ def train_example(net, state, x, label, cfg, rng, record=False, jit=True, update
     L = len(net.W) - 1
     if cfg.reset_each_example:
         _reset(state)
-    T_f, T_t = (int(v) for v in phase_lengths(2, cfg, rng))
+    T_f, T_t = phase_lengths(2, cfg, rng).tolist()
     off_f = off_t = None
     if cfg.stochastic_plateau:
         off_f = [plateau_offsets(net.W[k].shape[0], cfg, rng) for k in range(L)]
         off_t = [plateau_offsets(net.W[k].shape[0], cfg, rng) for k in range(L)]
-    f = run_phase(net, state, x, T_f, None, cfg, rng, off_f, record, jit)
-    t = run_phase(net, state, x, T_t, int(label), cfg, rng, off_t, record, jit)
-    alpha_f = [sigma(v) for v in f["V_a"]]                                                 # Eq. (21)
-    alpha_t = [sigma(v) for v in t["V_a"]]
-    V_f = f["V"]
-    E, info = _errors(alpha_f, alpha_t, t["phi_out"], cfg.phi_max * sigma(V_f[L]), V_f, cfg)
-    info.update(n_spikes=[a + b for a, b in zip(f["n_spikes"], t["n_spikes"])], T=(T_f, T_t), V_out_f=V_f[L])
-    if record:
-        info.update(trace_f=f["trace"], trace_t=t["trace"], V_a_f=f["V_a"], V_a_t=t["V_a"])
-        if L:
-            info["J_beta"], info["J_gamma"] = jacobians(net, V_f[L], cfg)
-    if cfg.stochastic_plateau:
-        info["plateau_time"] = (f["plateau_time"], t["plateau_time"])
-    _learn_top_down(net, E, f["s"], V_f, cfg, info, update, jit,
-                    fix=lambda k, scale: _fix_traces(state, k, scale * E[k], f["s"][k], t, cfg))
+    sizes = (np.count_nonzero(x),) + tuple(len(v) for v in net.b)   # active inputs, hidden layers, output
+    counts, seed = draw_candidates(sizes, T_f + T_t, cfg, rng)       # both phases at once
+    if jit:
+        info = _train_example_kernel(net, state, np.asarray(x), label, (T_f, T_t), (off_f, off_t), cfg,
+                                     (counts, seed), record, update)
+    else:   # the twin: both phases with _phase_numpy, the errors and updates in NumPy
+        cand_f, cand_t = example_candidates(counts, seed, T_f)
+        f = run_phase(net, state, x, T_f, None, cfg, rng, off_f, record, jit, cand=cand_f)
+        t = run_phase(net, state, x, T_t, int(label), cfg, rng, off_t, record, jit, cand=cand_t)
+        alpha_f = [sigma(v) for v in f["V_a"]]                                             # Eq. (21)
+        alpha_t = [sigma(v) for v in t["V_a"]]
+        V_f = f["V"]
+        E, info = _errors(alpha_f, alpha_t, t["phi_out"], cfg.phi_max * sigma(V_f[L]), V_f, cfg)
+        info.update(n_spikes=[a + b for a, b in zip(f["n_spikes"], t["n_spikes"])], T=(T_f, T_t), V_out_f=V_f[L])
+        if record:
+            info.update(trace_f=f["trace"], trace_t=t["trace"], V_a_f=f["V_a"], V_a_t=t["V_a"])
+            if L:
+                info["J_beta"], info["J_gamma"] = jacobians(net, V_f[L], cfg)
+        if cfg.stochastic_plateau:
+            info["plateau_time"] = (f["plateau_time"], t["plateau_time"])
+        _learn_top_down(net, E, f["s"], V_f, cfg, info, update, jit,
+                        fix=lambda k, scale: _fix_traces(state, k, scale * E[k], f["s"][k], t, cfg))
     if cfg.symmetric_feedback and update:
         make_symmetric(net, cfg, rng)
         _refresh_apical(net, state, cfg)
     return info
+
+
+def _train_example_kernel(net, state, x, label, T, offsets, cfg, cand, record, update):
+    """train_example's fast path: one call of _example_kernel for both phases and the updates, which
+    numbers the candidates (cand: counts of both phases, seed) and finds the active inputs itself.
+    Returns the same info as the NumPy path."""
+    n = tuple(len(v) for v in net.b)
+    L = len(n) - 1
+    p_f, rec_f, flags = _phase_bundle(n, T[0], None, cfg, offsets[0], record, True, None)
+    p_t, rec_t, _ = _phase_bundle(n, T[1], int(label), cfg, offsets[1], record, True, None)
+    counts, seed = cand
+    seeds = np.array([seed, _second_seed(seed)], np.uint64)
+    if record and L:   # the Jacobians of Fig 5-S1 with the weights before the update, as the NumPy path
+        before = Network(net.W[:L] + [net.W[L].copy()], net.b, net.Y[:L - 1] + [net.Y[L - 1].copy()])
+    n_max = max(n)
+    res, V_f, avg, n_spk = np.zeros(4), np.empty((L + 1, n_max)), np.zeros((4, max(L, 1), n_max)), \
+        np.empty(L + 2, np.int64)
+    state.pos = _example_kernel(_weights(net), _state_tuple(state), (x, counts, seeds), ((p_f, rec_f), (p_t, rec_t)),
+                                _constants(cfg), _learning(cfg, update), flags, (res, V_f, avg, n_spk))
+    info = {"L1": float(res[1]), "L0": float(res[0]), "pred": int(res[2]),
+            "alpha_f": [avg[0, k, :n[k]] for k in range(L)], "alpha_t": [avg[1, k, :n[k]] for k in range(L)],
+            "n_spikes": n_spk.tolist(), "T": T, "V_out_f": V_f[L, :n[L]]}
+    if L:
+        info["angle"] = float(res[3])
+    if record:
+        info.update(trace_f=rec_f, trace_t=rec_t, V_a_f=[avg[2, k, :n[k]] for k in range(L)],
+                    V_a_t=[avg[3, k, :n[k]] for k in range(L)])
+        if L:
+            info["J_beta"], info["J_gamma"] = jacobians(before, info["V_out_f"], cfg)
+    if cfg.stochastic_plateau:
+        info["plateau_time"] = tuple([p[4][k] - 1 for k in range(L)] for p in (p_f, p_t))
+    return info
+
+
+_LEARNING = {}   # (id(cfg), update) -> (cfg, bundle), as _CONSTANTS
+
+
+def _learning(cfg, update):
+    """The learning bundle of _example_kernel: (etas, P per layer, k_b, k_d, phi_max, update, backprop)."""
+    hit = _LEARNING.get((id(cfg), update))
+    if hit is None or hit[0] is not cfg:
+        L = len(cfg.hidden)
+        bundle = (np.array(cfg.etas, np.float64), np.array([cfg.P0] * L + [cfg.P1]), cfg.k_b, cfg.k_d,
+                  cfg.phi_max, update, cfg.backprop)
+        if len(_LEARNING) >= 64:
+            _LEARNING.clear()
+        hit = _LEARNING[(id(cfg), update)] = (cfg, bundle)
+    return hit[1]
 
 
 def _errors(alpha_f, alpha_t, phi_t, phi_f, V_f, cfg):
@@ -903,11 +1036,19 @@ def train_epoch(net, state, X, y, cfg, rng, record_every=0, progress=None, jit=T
 
 def test_example(net, x, cfg, rng, jit=True):
     """Mean somatic output potentials V-bar_L over [t_settle, test_ms) for one image."""
-    state = init_state(net)                       # the code clears the state before each test image (l.1337)
     # both the paper and the code average a test phase after the settle time: the code's
     # integration_time_test = 220 of its 250 steps (l.94, 97), whatever its training window
-    return run_phase(net, state, x, cfg.test_ms, None, cfg, rng, jit=jit, learn=False,
-                     window=(cfg.t_settle, cfg.test_ms))["V"][-1]
+    window = (cfg.t_settle, cfg.test_ms)
+    if not jit:   # the twin: run_phase from a cleared state, as the code before each test image (l.1337)
+        return run_phase(net, init_state(net), x, cfg.test_ms, None, cfg, rng, jit=jit, learn=False,
+                         window=window)["V"][-1]
+    # fast path: the same draws as run_phase, one kernel call that starts from a zero state of its own
+    n, x = tuple(len(v) for v in net.b), np.asarray(x)
+    counts, seed = draw_candidates((np.count_nonzero(x),) + n, cfg.test_ms, cfg, rng)
+    phase, rec, flags = _phase_bundle(n, cfg.test_ms, None, cfg, None, False, False, window)
+    V_out = np.empty(n[-1])
+    _test_kernel(_weights(net), (x, counts, seed), phase, rec, _constants(cfg), flags, V_out)
+    return V_out
 
 
 def hidden_rates(net, X, cfg, rng):
@@ -1008,16 +1149,40 @@ def _rate_train_many(net, X, y, cfg, jit=True):
 
 # ===================================================================================================
 # Numba kernels: same maths as above, explicit loops. Same banners and Eq. tags as their twins
-# (_phase_numpy, rate_train_example). No fastmath (results must be reproducible);
-# NUMBA_DISABLE_JIT=1 turns them into plain Python for pdb.
+# (_phase_numpy, train_example's NumPy path, rate_train_example). No fastmath (results must be
+# reproducible); NUMBA_DISABLE_JIT=1 turns them into plain Python for pdb.
+#
+# The step loop is one flat function on padded 2-D copies of the state, row k = layer k (or population
+# p), made once per call (_work_in, _work_out). Numba counts references to arrays with atomic
+# operations: every array taken out of a tuple, or passed to an inlined helper, inside the loop costs two
+# of them, which took 7 % of the training time (perf) when the loop used helpers on State's tuples. In
+# this form LLVM also vectorises the loops over units (8 floats at a time), which it did not for the
+# hidden layer's one-pass update on State's rows.
 # ===================================================================================================
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _sig(v):
+    """Logistic function of a float64: scipy's expit bit for bit (both 1 / (1 + exp(-v)))."""
     return 1.0 / (1.0 + math.exp(-v))
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
+def _uniform(seed, e):
+    """The uniform in [0, 1) of candidate e of the stream `seed`: SplitMix64 (twin: candidate_uniforms)."""
+    z = seed + np.uint64(e + 1) * _GAMMA
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    z = z ^ (z >> np.uint64(31))
+    return np.float64(z >> np.uint64(11)) * 2.0 ** -53
+
+
+if numba.config.DISABLE_JIT:   # plain Python (NUMBA_DISABLE_JIT=1): the same number, without the warnings of
+    def _uniform(seed, e):      # NumPy's scalar uint64 arithmetic, which wraps as the kernel's does
+        """The uniform of candidate e of the stream `seed` (candidate_uniforms)."""
+        return candidate_uniforms(seed, e, e + 1)[0]
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _sig32(v):
     """Logistic function of a float32 in float32 (expf: half the cost of exp, as precise as V)."""
     one = np.float32(1.0)
@@ -1026,70 +1191,406 @@ def _sig32(v):
 
 @njit(cache=True, nogil=True)
 def _phase_kernel(weights, state, draws, phase, sums, consts, flags):
-    """Step loop of one phase (twin: _phase_numpy; the bundles: run_phase). Returns the new ring
-    position. The helpers below are inlined (inline="always"); without that the loop is ~18 % slower.
-    The layer block stays here: as a helper it would unpack the bundles at every step (~20 % slower)."""
+    """One phase (twin: _phase_numpy; the bundles: run_phase): the step loop on work copies of the
+    state, whose window sums are copied into `sums`. Returns the new ring position."""
+    s_sum, V_sum, Va_sum, phi_sum, n_spk, rec = sums
+    work = _work_in(weights, state, flags[0])
+    w_sums = _work_sums(work, weights[1], rec)
+    pos = _step_loop(weights, work, state[-1], draws, phase, w_sums, consts, flags)
+    _work_out(work, state, flags[0])
+    s_w, V_w, Va_w, phi_w, n_w, _ = w_sums
+    for p in range(len(s_sum)):
+        s_sum[p][:] = s_w[p, :s_sum[p].shape[0]]
+    for k in range(len(V_sum)):
+        V_sum[k][:] = V_w[k, :V_sum[k].shape[0]]
+        Va_sum[k][:] = Va_w[k, :Va_sum[k].shape[0]]
+    phi_sum[:] = phi_w
+    n_spk[:] = n_w
+    return pos
+
+
+@njit(cache=True, nogil=True)
+def _example_kernel(weights, state, cand, phases, consts, learning, flags, outs):
+    """One training example (twin: train_example(jit=False)): forward and target phase, the errors, and
+    the updates of all layers from the top down, each followed by its trace fix-up.
+
+    cand: (x, counts, seeds), the image, the candidate counts of both phases (n_pop, T_f + T_t) and the
+    seeds of their uniforms, from which the kernel builds each phase's draws bundle (as _phase_setup).
+    phases: (phase, rec) of the forward and of the target phase (the bundles of run_phase).
+    learning: (etas, P, k_b, k_d, phi_max, update, backprop), P per layer (P0, ..., P0, P1).
+    Returns the new ring position, and fills outs = (res, V_f, avg, n_spk): res = [L0, L1, predicted class,
+    angle to backprop's error (degrees)]; the forward phase's mean V (L + 1, n_max); avg = [alpha_f, alpha_t,
+    mean V_a forward, mean V_a target] (4, L, n_max); the spikes per population in both phases (L + 2).
+    Filled, not returned: a returned array is boxed through a Python call (numba's _numba_unpickle), where a
+    SIGTERM handler's KeyboardInterrupt would surface as a SystemError and lose the run's interrupt. Its sums are plain
+    float64 loops where the NumPy path uses BLAS (same values up to rounding).
+    """
     WT, b, YT = weights
-    u_L, u_s, a_L, a_s, V, ring_b, ring_a, x_L, x_s, out_L, out_s, n_out_hist, phi_out, pos = state
-    ptr, u, acc, act, x_act = draws
+    etas, P, k_b, k_d, phi_max, update, backprop = learning
+    truncated = flags[0]
+    L = len(b) - 1
+    (phase_f, rec_f), (phase_t, rec_t) = phases
+    x, counts, seeds = cand
+    act, x_act = _active_kernel(x)
+    ptr_f, ptr_t = _candidate_ptr(counts, 0, phase_f[0]), _candidate_ptr(counts, phase_f[0], counts.shape[1])
+    draws_f = (ptr_f, seeds[0], np.zeros(ptr_f[-1, -1], np.uint8), act, x_act)
+    draws_t = (ptr_t, seeds[1], np.zeros(ptr_t[-1, -1], np.uint8), act, x_act)
+    work = _work_in(weights, state, truncated)
+    sums_f, sums_t = _work_sums(work, b, rec_f), _work_sums(work, b, rec_t)
+    pos = _step_loop(weights, work, state[-1], draws_f, phase_f, sums_f, consts, flags)
+    pos = _step_loop(weights, work, pos, draws_t, phase_t, sums_t, consts, flags)
+    s_sum, V_sum, Va_f, _, n_f, _ = sums_f
+    _, _, Va_t, phi_sum, n_t, _ = sums_t
+    # ---- window averages (Eqs. (21)-(22)), errors (Eqs. (28), (33), (39)-(40)), L0 and L1 ----
+    W_f, W_t = phase_f[2] - phase_f[1], phase_t[2] - phase_t[1]       # window lengths hi - lo
+    res, V_f, avg, n_spk = outs
+    V_f[:] = V_sum / W_f                                              # V-bar^f per layer
+    s = s_sum / W_f                                                   # s-bar per population
+    E = np.zeros(V_f.shape)
+    for k in range(L):
+        lo_f, hi_f, lo_t, hi_t = phase_f[3][k], phase_f[4][k], phase_t[3][k], phase_t[4][k]
+        for i in range(b[k].shape[0]):
+            a = 0 if lo_f.shape[0] == 1 else i   # one plateau window for all units, or one per unit
+            avg[2, k, i] = Va_f[k, i] / (hi_f[a] - lo_f[a])
+            avg[3, k, i] = Va_t[k, i] / (hi_t[a] - lo_t[a])
+            avg[0, k, i] = _sig(avg[2, k, i])                                                 # Eq. (21)
+            avg[1, k, i] = _sig(avg[3, k, i])
+            sg = _sig(V_f[k, i])
+            E[k, i] = -k_b * phi_max * (avg[1, k, i] - avg[0, k, i]) * (sg * (1.0 - sg))      # Eq. (33)
+            if k == 0:
+                res[0] += (avg[1, k, i] - avg[0, k, i]) ** 2                                  # Eq. (32)
+    for q in range(b[L].shape[0]):
+        phi_t = phi_sum[q] / W_t
+        sg = _sig(V_f[L, q])
+        E[L, q] = -k_d * phi_max * (phi_t - phi_max * sg) * (sg * (1.0 - sg))                 # Eq. (28)
+        res[1] += (phi_t - phi_max * sg) ** 2                                                 # Eq. (23)
+        if V_f[L, q] > V_f[L, int(res[2])]:
+            res[2] = q                           # the prediction: the largest mean output V
+    res[3] = np.nan
+    # ---- updates from the top down, as the code (output first): the backprop error of layer k uses the
+    # new W_(k+1) (the code l.1554-1556) ----
+    E_bp = E[L].copy()
+    for k in range(L, -1, -1):
+        m = b[k].shape[0]
+        if k < L:
+            E_bp = _backprop_error(WT[k + 1], E_bp, V_f[k, :m], k_b, phi_max)
+            if k == 0:
+                res[3] = _angle_kernel(E[0, :m], E_bp)
+            if backprop:                         # the twin of Fig 7: W_k learns from backprop's error
+                E[k, :m] = E_bp
+        if update:
+            scale = -etas[k] * P[k]
+            _rank1_update(WT[k], b[k], scale, E[k], s[k])                                     # Eqs. (29), (35)
+            _fix_traces_kernel(work, k, m, WT[k].shape[0], scale, E[k], s[k], pos, draws_t, phase_t[0], truncated)
+    _work_out(work, state, truncated)
+    n_spk[:] = n_f + n_t
+    return pos
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _active_kernel(x):
+    """Twin of _active: the inputs with a non-zero rate, and their pixel values (float64)."""
+    n_act = 0
+    for j in range(x.shape[0]):
+        n_act += x[j] != 0
+    act, x_act = np.empty(n_act, np.int64), np.empty(n_act)
+    a = 0
+    for j in range(x.shape[0]):
+        if x[j] != 0:
+            act[a], x_act[a] = j, x[j]
+            a += 1
+    return act, x_act
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _candidate_ptr(counts, t0, t1):
+    """Twin of candidate_ptr(counts[:, t0:t1])."""
+    ptr = np.zeros((counts.shape[0], t1 - t0 + 1), np.int64)
+    e = 0
+    for p in range(counts.shape[0]):
+        ptr[p, 0] = e
+        for t in range(t0, t1):
+            e += counts[p, t]
+            ptr[p, t - t0 + 1] = e
+    return ptr
+
+
+@njit(cache=True, nogil=True)
+def _test_kernel(weights, cand, phase, rec, consts, flags, V_out):
+    """One test phase from a zero state (twin: test_example(jit=False)): the step loop on zero work arrays.
+    cand: (x, counts, seed), as _example_kernel's. Fills V_out with the output layer's mean V over the window
+    (filled, not returned: see _example_kernel)."""
+    b = weights[1]
+    L = len(b) - 1
+    x, counts, seed = cand
+    act, x_act = _active_kernel(x)
+    ptr = _candidate_ptr(counts, 0, counts.shape[1])
+    draws = (ptr, seed, np.zeros(ptr[-1, -1], np.uint8), act, x_act)
+    n_out = b[L].shape[0]
+    work = _work_zeros(weights, flags[0], np.zeros(n_out), np.zeros(n_out), np.zeros((10, n_out)),
+                       np.zeros(n_out, np.float32))
+    sums = _work_sums(work, b, rec)
+    _step_loop(weights, work, 0, draws, phase, sums, consts, flags)
+    V_out[:] = sums[1][L, :n_out] / (phase[2] - phase[1])
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _work_zeros(weights, truncated, out_L, out_s, n_out_hist, phi_out):
+    """Zero work arrays in the layout of _work_in, with the given output arrays."""
+    WT, b, _ = weights
+    L = len(b) - 1
+    n_max = 0
+    for k in range(L + 1):
+        n_max = max(n_max, b[k].shape[0])
+    m_max = max(n_max, WT[0].shape[0])
+    F = np.zeros((5, L + 1, n_max), np.float32)
+    R = np.zeros((2, L + 1, 10, n_max if truncated else 0), np.float32)
+    X = np.zeros((2, L + 1, m_max))
+    return F[0], F[1], F[2], F[3], F[4], R[0], R[1], X[0], X[1], out_L, out_s, n_out_hist, phi_out
+
+
+@njit(cache=True, nogil=True)
+def _work_in(weights, state, truncated):
+    """Padded work copies of the state's per-layer arrays, and the state's own output arrays:
+    (u_L, u_s, a_L, a_s, V) (L + 1, n_max) float32; ring_b, ring_a (L + 1, 10, n_max) float32 (the code's
+    kernel; else width 0); x_L, x_s (L + 1, m_max) float64, row p = population p; out_L, out_s,
+    n_out_hist, phi_out."""
+    b = weights[1]
+    u_L, u_s, a_L, a_s, V, ring_b, ring_a, x_L, x_s, out_L, out_s, n_out_hist, phi_out, _ = state
+    work = _work_zeros(weights, truncated, out_L, out_s, n_out_hist, phi_out)
+    F = (work[0], work[1], work[2], work[3], work[4])
+    for k in range(len(b)):
+        m = b[k].shape[0]
+        for f, src in enumerate((u_L, u_s, a_L, a_s, V)):
+            F[f][k, :m] = src[k]
+        if truncated:
+            work[5][k, :, :m] = ring_b[k]
+            work[6][k, :, :m] = ring_a[k]
+        work[7][k, :x_L[k].shape[0]] = x_L[k]
+        work[8][k, :x_s[k].shape[0]] = x_s[k]
+    return work
+
+
+@njit(cache=True, nogil=True)
+def _work_out(work, state, truncated):
+    """Copy the work arrays back into the state's arrays."""
+    u_L, u_s, a_L, a_s, V, ring_b, ring_a, x_L, x_s, _, _, _, _, _ = state
+    F = (work[0], work[1], work[2], work[3], work[4])
+    for k in range(len(u_L)):
+        m = u_L[k].shape[0]
+        for f, dst in enumerate((u_L, u_s, a_L, a_s, V)):
+            dst[k][:] = F[f][k, :m]
+        if truncated:
+            ring_b[k][:] = work[5][k, :, :m]
+            ring_a[k][:] = work[6][k, :, :m]
+        x_L[k][:] = work[7][k, :x_L[k].shape[0]]
+        x_s[k][:] = work[8][k, :x_s[k].shape[0]]
+
+
+@njit(cache=True, nogil=True)
+def _work_sums(work, b, rec):
+    """Window sums of one phase on the work layout: s (L + 1, m_max), V and V_a (L + 1, n_max), phi_out,
+    spikes per population; and the records."""
+    L = len(b) - 1
+    return (np.zeros(work[7].shape), np.zeros(work[4].shape), np.zeros(work[4].shape),
+            np.zeros(b[L].shape[0]), np.zeros(L + 2, np.int64), rec)
+
+
+@njit(cache=True, nogil=True)
+def _step_loop(weights, work, pos, draws, phase, sums, consts, flags):
+    """Step loop of one phase on the work arrays (twin: _phase_numpy, same banners). Returns the new
+    ring position. One flat loop, without helpers that take arrays (see the banner above)."""
+    WT, b, YT = weights
+    u_L, u_s, a_L, a_s, V, ring_b, ring_a, x_L, x_s, out_L, out_s, n_out_hist, phi_out = work
+    ptr, seed, acc, act, x_act = draws
     T, lo, hi, lo_a, hi_a, K, E_L, E_s, G, g_E, g_I = phase
     s_sum, V_sum, Va_sum, phi_sum, n_spk, rec = sums
     c, kappa10 = consts
     d_L, d_s, inv, g_l, g_b, g_a, g_d, phi_max, E_E, E_I, dt, I_scale = c
     truncated, spiking_fb, learn, apical, record = flags
     L = len(b) - 1
+    paper = spiking_fb and not truncated         # the paper's model: V_a from the apical traces a_L, a_s
+    keep_dendrites = learn or record             # V_b, V_a of the hidden layers needed
+    n, b_w, lo_w, hi_w = _layer_tables(b, lo_a, hi_a)
     inc, V_b, V_a, spk, n_out = _scratch(b, ptr, T)
+    n_act = act.shape[0]
     _carry_in(x_L, x_s, s_sum, G)
     for t in range(T):
-        # ---- input spikes: one shared increment W0[:, j] per spike for both traces (Eq. (11)) ----
-        n_s = _thin_inputs(ptr[0, t], ptr[0, t + 1], u, acc, act, x_act, spk)
+        # ---- input spikes: thinning, candidate e picks active input a = int(u n_act) and is kept with
+        # probability x_a, so the counts are Poisson(phi_max x) (Methods "Training paradigm") ----
+        n_s = 0
+        for e in range(ptr[0, t], ptr[0, t + 1]):
+            w_e = _uniform(seed, e) * n_act
+            a = int(w_e)
+            keep = w_e - a < x_act[a]            # branch-free compaction: always write, count if kept
+            acc[e] = keep
+            spk[n_s] = act[a]
+            n_s += keep
         n_spk[0] += n_s
-        _spikes_up(spk, n_s, WT[0], inc, learn, s_sum[0], x_L[0], x_s[0], K[t], E_L[t], E_s[t])
         for k in range(L + 1):                   # bottom to top (Methods "Simulation details")
-            if k < L and spiking_fb and not truncated:
-                # ---- the paper's model: basal, apical and soma of a hidden layer in one pass (Eqs. (12)-(14)) ----
-                _hidden_step(inc, u_L[k], u_s[k], a_L[k], a_s[k], b[k], V[k], V_b, V_a, d_L, d_s, inv, dt, g_l,
-                             g_b, g_a)
+            m = n[k]
+            # ---- spikes of population k (input, or hidden layer k - 1) feed layer k: one shared increment
+            # W_k[:, j] per spike for both traces (Eq. (11)); four rows per pass over inc, each element
+            # summed in spike order as one row at a time would be (same floats, a quarter of the stores) ----
+            WTk = WT[k]
+            for i in range(m):
+                inc[i] = 0.0
+            r = 0
+            while r + 4 <= n_s:
+                j0, j1, j2, j3 = spk[r], spk[r + 1], spk[r + 2], spk[r + 3]
+                for i in range(m):
+                    inc[i] = inc[i] + WTk[j0, i] + WTk[j1, i] + WTk[j2, i] + WTk[j3, i]
+                r += 4
+            for r in range(r, n_s):
+                j = spk[r]
+                for i in range(m):
+                    inc[i] += WTk[j, i]
+            if learn:                            # each spike's share of s-bar and of the end-of-phase traces
+                for r in range(n_s):
+                    j = spk[r]
+                    s_sum[k, j] += K[t]          # window sum of s (s-bar, Eqs. (28), (33))
+                    x_L[k, j] += E_L[t]          # presynaptic traces at the phase end
+                    x_s[k, j] += E_s[t]
+            if k < L and paper:
+                # ---- the paper's hidden layer: basal, apical and soma in one pass (Eqs. (12)-(14)) ----
+                for i in range(m):
+                    u_L[k, i] = d_L * u_L[k, i] + inc[i]                                # u_L = W x_L
+                    u_s[k, i] = d_s * u_s[k, i] + inc[i]                                # u_s = W x_s
+                    vb = (u_L[k, i] - u_s[k, i]) * inv + b_w[k, i]                      # Eqs. (12)-(13)
+                    va = (a_L[k, i] - a_s[k, i]) * inv                                  # Eqs. (12)-(13)
+                    V[k, i] += dt * (-g_l * V[k, i] + g_b * (vb - V[k, i]) + g_a * (va - V[k, i]))  # Eq. (14)
+                if keep_dendrites:
+                    for i in range(m):
+                        V_b[i] = (u_L[k, i] - u_s[k, i]) * inv + b_w[k, i]
+                    for i in range(m):
+                        V_a[i] = (a_L[k, i] - a_s[k, i]) * inv
             else:
                 # ---- basal / output dendrite: V_b = W s + b (Eqs. (13), (18)) ----
-                if truncated:
-                    _basal_ring(inc, ring_b[k], pos, b[k], kappa10, V_b)
+                if truncated:                    # the code: s = sum_{q=1..10} kappa(q) n_{t-q+1} (l.1591)
+                    for i in range(m):
+                        ring_b[k, pos, i] = inc[i]
+                    for i in range(m):
+                        V_b[i] = b_w[k, i]
+                    for q in range(10):
+                        slot, kq = (pos - q) % 10, kappa10[q]
+                        for i in range(m):
+                            V_b[i] += kq * ring_b[k, slot, i]
                 else:
-                    _basal_traces(inc, u_L[k], u_s[k], b[k], d_L, d_s, inv, V_b)
+                    for i in range(m):
+                        u_L[k, i] = d_L * u_L[k, i] + inc[i]                            # u_L = W x_L
+                        u_s[k, i] = d_s * u_s[k, i] + inc[i]                            # u_s = W x_s
+                        V_b[i] = (u_L[k, i] - u_s[k, i]) * inv + b_w[k, i]              # Eqs. (12)-(13)
                 if k < L:
                     # ---- apical: V_a = Y s_out, output spikes up to the previous step (Eq. (13)) ----
-                    _apical(V_a, ring_a[k], YT[k], phi_out, pos, kappa10, apical, spiking_fb)
+                    for i in range(m):
+                        V_a[i] = 0.0
+                    if apical and not spiking_fb:    # Fig 7A, rate feedback: V_a = Y phi_out
+                        YTk = YT[k]
+                        for q in range(phi_out.shape[0]):
+                            for i in range(m):
+                                V_a[i] += YTk[q, i] * phi_out[q]
+                    elif apical:                     # the code's kernel: 10 steps of Y n_out (l.1612)
+                        for q in range(1, 11):
+                            slot, kq = (pos - q) % 10, kappa10[q - 1]
+                            for i in range(m):
+                                V_a[i] += kq * ring_a[k, slot, i]
                     # ---- soma (Eq. (14)) ----
-                    _hidden_soma(V[k], V_b, V_a, dt, g_l, g_b, g_a)
+                    for i in range(m):
+                        V[k, i] += dt * (-g_l * V[k, i] + g_b * (V_b[i] - V[k, i]) + g_a * (V_a[i] - V[k, i]))  # Eq. (14)
                 else:
                     # ---- output soma with the teaching current, and its rate (Eqs. (17), (19)-(20)) ----
-                    _output_soma(V[k], V_b, V_a, g_E, g_I, phi_out, dt, g_l, g_d, E_E, E_I, I_scale, phi_max)
+                    for i in range(m):
+                        I = I_scale * (g_E[i] * (E_E - V[k, i]) + g_I[i] * (E_I - V[k, i]))   # Eq. (20)
+                        V[k, i] += dt * (-g_l * V[k, i] + g_d * (V_b[i] - V[k, i]) + I)        # Eq. (19)
+                        V_a[i] = 0.0
+                    if apical:                   # the output rates feed back or are learned from
+                        for i in range(m):
+                            phi_out[i] = phi_max * _sig(np.float64(V[k, i]))                 # Eq. (17)
             if k < L and learn:                  # plateau window (Eq. (21))
-                _plateau_sum(Va_sum[k], V_a, lo_a[k], hi_a[k], t)
+                if lo_w.shape[1] == 1:           # one for all units (synchronous plateaus)
+                    if lo_w[k, 0] <= t < hi_w[k, 0]:
+                        for i in range(m):
+                            Va_sum[k, i] += V_a[i]
+                else:                            # one per unit (Fig 6-S1)
+                    for i in range(m):
+                        if lo_w[k, i] <= t < hi_w[k, i]:
+                            Va_sum[k, i] += V_a[i]
             # ---- window sums: V, and phi_out (Eq. (6)) ----
             if lo <= t < hi and (learn or k == L):
-                _add(V_sum[k], V[k])
-                if k == L:
-                    _add(phi_sum, phi_out)
-            if record:
-                _record(rec[k][t], V_b, V_a, V[k])
-            # ---- spikes by thinning: keep a candidate iff its uniform < sigma(V) (Eq. (17)) ----
+                for i in range(m):
+                    V_sum[k, i] += V[k, i]
+                if k == L and apical:
+                    for i in range(m):
+                        phi_sum[i] += phi_out[i]
+            if record:                           # rows V_b, V_a, V (spike counts: row 3)
+                r_t = rec[k][t]
+                for i in range(m):
+                    r_t[0, i], r_t[1, i], r_t[2, i] = V_b[i], V_a[i], V[k, i]
+            # ---- spikes by thinning: candidate e picks unit i = int(u m) and is kept iff the fractional
+            # part < sigma(V_i), so the counts are Poisson(phi_max sigma(V)) (Eq. (17)) ----
             e_end = ptr[k + 1, t + 1] if (k < L or apical) else ptr[k + 1, t]   # no output spikes if unused
-            n_s = _thin_neurons(ptr[k + 1, t], e_end, u, acc, V[k], spk)
+            n_s = 0
+            for e in range(ptr[k + 1, t], e_end):
+                w_e = _uniform(seed, e) * m
+                i = int(w_e)
+                keep = w_e - i < _sig32(V[k, i])
+                acc[e] = keep
+                spk[n_s] = i
+                n_s += keep
             n_spk[k + 1] += n_s
             if record:
-                _count(rec[k][t, 3], spk, n_s)
-            if k < L:                            # spikes feed layer k + 1
-                _spikes_up(spk, n_s, WT[k + 1], inc, learn, s_sum[k + 1], x_L[k + 1], x_s[k + 1], K[t],
-                           E_L[t], E_s[t])
-            else:
-                _count(n_out, spk, n_s)
+                for r in range(n_s):
+                    rec[k][t, 3, spk[r]] += 1.0
         # ---- output spikes reach the apical dendrites from the next step on ----
-        _output_to_apical(n_out, out_L, out_s, n_out_hist, pos, YT, a_L, a_s, ring_a, V_a, L if apical else 0,
-                          truncated, d_L, d_s)
+        for q in range(n_out.shape[0]):
+            n_out[q] = 0.0
+        for r in range(n_s):
+            n_out[spk[r]] += 1.0
+        for q in range(n_out.shape[0]):
+            out_L[q] = d_L * (out_L[q] + n_out[q])
+            out_s[q] = d_s * (out_s[q] + n_out[q])
+            n_out_hist[pos, q] = n_out[q]
+        for k in range(L if apical else 0):      # Y n_out into the traces (or ring slot) of hidden layer k
+            YTk = YT[k]
+            m = n[k]
+            for i in range(m):
+                V_a[i] = 0.0
+            for q in range(n_out.shape[0]):
+                if n_out[q] > 0:
+                    f = np.float32(n_out[q])
+                    for i in range(m):
+                        V_a[i] += f * YTk[q, i]
+            if truncated:
+                for i in range(m):
+                    ring_a[k, pos, i] = V_a[i]
+            else:
+                for i in range(m):
+                    a_L[k, i] = d_L * (a_L[k, i] + V_a[i])
+                for i in range(m):
+                    a_s[k, i] = d_s * (a_s[k, i] + V_a[i])
         pos = (pos + 1) % 10
     _flush(x_L, x_s)
     return pos
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _layer_tables(b, lo_a, hi_a):
+    """Layer sizes n, b padded to (L + 1, n_max), and the plateau windows padded to (L, 1) (synchronous)
+    or (L, n_max) (one per unit)."""
+    L = len(b) - 1
+    n = np.zeros(L + 1, np.int64)
+    for k in range(L + 1):
+        n[k] = b[k].shape[0]
+    b_w = np.zeros((L + 1, n.max()), np.float32)
+    for k in range(L + 1):
+        b_w[k, :n[k]] = b[k]
+    width = 1 if lo_a[0].shape[0] == 1 else n.max()
+    lo_w = np.zeros((max(L, 1), width), np.int64)
+    hi_w = np.zeros((max(L, 1), width), np.int64)
+    for k in range(L):
+        lo_w[k, :lo_a[k].shape[0]] = lo_a[k]
+        hi_w[k, :hi_a[k].shape[0]] = hi_a[k]
+    return n, b_w, lo_w, hi_w
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -1112,209 +1613,94 @@ def _scratch(b, ptr, T):
 def _carry_in(x_L, x_s, s_sum, G):
     """Presynaptic traces carried in from before the phase: their share of the window sums of s and of
     the traces at the phase end (_window_tables; exact kernel, G = 0 for truncated10)."""
-    for p in range(len(x_L)):
-        xL, xs, sp = x_L[p], x_s[p], s_sum[p]
-        for j in range(xL.shape[0]):
-            sp[j] = xL[j] * G[0] - xs[j] * G[1]
-            xL[j] = xL[j] * G[2]
-            xs[j] = xs[j] * G[3]
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _thin_inputs(e0, e1, u, acc, act, x_act, spk):
-    """Input spikes of one step from candidates e0..e1-1: candidate e picks the active input
-    a = int(u n_act) and is kept with probability x_a (fractional part < x_a), so the counts are
-    Poisson(phi_max x) (Methods "Training paradigm"). Writes them to spk; returns their number."""
-    n_act = act.shape[0]
-    n_s = 0
-    for e in range(e0, e1):
-        w_e = u[e] * n_act
-        a = int(w_e)
-        keep = w_e - a < x_act[a]                # branch-free compaction: always write, count if kept
-        acc[e] = keep
-        spk[n_s] = act[a]
-        n_s += keep
-    return n_s
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _thin_neurons(e0, e1, u, acc, V, spk):
-    """Spikes of one layer in one step: candidate e picks unit i = int(u m) and is kept iff the
-    fractional part < sigma(V_i), so the counts are Poisson(phi_max sigma(V)) (Eq 17)."""
-    m = V.shape[0]
-    n_s = 0
-    for e in range(e0, e1):
-        w_e = u[e] * m
-        i = int(w_e)
-        keep = w_e - i < _sig32(V[i])
-        acc[e] = keep
-        spk[n_s] = i
-        n_s += keep
-    return n_s
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _spikes_up(spk, n_s, WT, inc, learn, s_sum, x_L, x_s, K_t, EL_t, Es_t):
-    """Spikes spk[:n_s] of one population: the next layer's basal increment inc = W n (a row of W^T
-    per spike) and, when learning, each spike's share of the window sum of s and of the traces at the
-    phase end (_window_tables)."""
-    m = WT.shape[1]
-    inc[:m] = 0.0
-    for r in range(n_s):
-        j = spk[r]
-        for i in range(m):
-            inc[i] += WT[j, i]                   # 2-D indexing: a row view would cost a refcount
-        if learn:
-            s_sum[j] += K_t                      # window sum of s (s-bar, Eqs. (28), (33))
-            x_L[j] += EL_t                       # presynaptic traces at the phase end
-            x_s[j] += Es_t
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _basal_traces(inc, u_L, u_s, b, d_L, d_s, inv, V_b):
-    """V_b = W s + b from the postsynaptic traces u = W x (exact kernel)."""
-    for i in range(b.shape[0]):
-        u_L[i] = d_L * u_L[i] + inc[i]           # u_L = W x_L
-        u_s[i] = d_s * u_s[i] + inc[i]           # u_s = W x_s
-        V_b[i] = (u_L[i] - u_s[i]) * inv + b[i]  # Eqs. (12)-(13)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _basal_ring(inc, ring, pos, b, kappa10, V_b):
-    """V_b = W s + b with the code's kernel: s = sum_{q=1..10} kappa(q) n_{t-q+1} (l.1591)."""
-    m = b.shape[0]
-    ring[pos, :] = inc[:m]
-    V_b[:m] = b
-    for q in range(10):
-        r = (pos - q) % 10
-        kq = kappa10[q]
-        for i in range(m):
-            V_b[i] += kq * ring[r, i]
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _apical(V_a, ring_a, YT, phi_out, pos, kappa10, apical, spiking_fb):
-    """V_a = Y s_out of one hidden layer, outside the paper's model: rate feedback, or the code's
-    10-step kernel; 0 if nothing needs V_a (see run_phase, learn)."""
-    m = ring_a.shape[1]
-    V_a[:m] = 0.0
-    if not apical:
-        return
-    if not spiking_fb:                           # Fig 7A, rate feedback: V_a = Y phi_out
-        for q in range(phi_out.shape[0]):
-            f = phi_out[q]
-            for i in range(m):
-                V_a[i] += YT[q, i] * f
-    else:                                        # the code's kernel: 10 steps of Y n_out (l.1612)
-        for q in range(1, 11):
-            r = (pos - q) % 10
-            kq = kappa10[q - 1]
-            for i in range(m):
-                V_a[i] += kq * ring_a[r, i]
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _hidden_step(inc, u_L, u_s, a_L, a_s, b, V, V_b, V_a, d_L, d_s, inv, dt, g_l, g_b, g_a):
-    """The paper's model (exact kernel, spiking feedback): _basal_traces, V_a from the apical traces and
-    _hidden_soma in one pass over the units: measured 3-4 % faster training and 5-7 % faster testing."""
-    for i in range(V.shape[0]):
-        u_L[i] = d_L * u_L[i] + inc[i]           # u_L = W x_L
-        u_s[i] = d_s * u_s[i] + inc[i]           # u_s = W x_s
-        vb = (u_L[i] - u_s[i]) * inv + b[i]      # Eqs. (12)-(13): V_b = W s + b
-        va = (a_L[i] - a_s[i]) * inv             # Eqs. (12)-(13): V_a = Y s_out
-        V[i] += dt * (-g_l * V[i] + g_b * (vb - V[i]) + g_a * (va - V[i]))   # Eq. (14)
-        V_b[i] = vb                              # kept for the records and the plateau sums
-        V_a[i] = va
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _hidden_soma(V, V_b, V_a, dt, g_l, g_b, g_a):
-    """One Euler step of the hidden soma (Eq 14 divided by tau, C_m = 1, V^R = 0; the code l.1625)."""
-    for i in range(V.shape[0]):
-        V[i] += dt * (-g_l * V[i] + g_b * (V_b[i] - V[i]) + g_a * (V_a[i] - V[i]))   # Eq. (14)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _output_soma(V, V_b, V_a, g_E, g_I, phi_out, dt, g_l, g_d, E_E, E_I, I_scale, phi_max):
-    """One Euler step of the output soma with the teaching current, and its rate."""
-    for i in range(V.shape[0]):
-        I = I_scale * (g_E[i] * (E_E - V[i]) + g_I[i] * (E_I - V[i]))        # Eq. (20)
-        V[i] += dt * (-g_l * V[i] + g_d * (V_b[i] - V[i]) + I)                # Eq. (19)
-        V_a[i] = 0.0
-        phi_out[i] = phi_max * _sig(np.float64(V[i]))                         # Eq. (17)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _plateau_sum(Va_sum, V_a, lo, hi, t):
-    """Add V_a to the plateau sums of the units whose window [lo, hi) holds step t (Eq 21): one
-    window for all units (length 1: synchronous plateaus) or one per unit (Fig 6-S1)."""
-    if lo.shape[0] == 1:
-        if lo[0] <= t < hi[0]:
-            _add(Va_sum, V_a)
-    else:
-        for i in range(Va_sum.shape[0]):
-            if lo[i] <= t < hi[i]:
-                Va_sum[i] += V_a[i]
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _add(total, v):
-    """total += v[:len(total)] (window sums)."""
-    for i in range(total.shape[0]):
-        total[i] += v[i]
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _count(counts, spk, n_s):
-    """counts = the number of spikes of each unit in spk[:n_s]."""
-    counts[:] = 0.0
-    for r in range(n_s):
-        counts[spk[r]] += 1.0
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _record(r, V_b, V_a, V):
-    """Traces of one layer at one step: r = rec[k][t], rows V_b, V_a, V (spike counts: row 3)."""
-    for i in range(V.shape[0]):
-        r[0, i] = V_b[i]
-        r[1, i] = V_a[i]
-        r[2, i] = V[i]
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _output_to_apical(n_out, out_L, out_s, n_out_hist, pos, YT, a_L, a_s, ring_a, V_a, n_hidden, truncated,
-                      d_L, d_s):
-    """Output spikes of this step: the output traces and history, and the apical increments Y n_out
-    of the first n_hidden hidden layers (into their traces, or their ring slot for the code's kernel)."""
-    for q in range(n_out.shape[0]):
-        out_L[q] = d_L * (out_L[q] + n_out[q])
-        out_s[q] = d_s * (out_s[q] + n_out[q])
-        n_out_hist[pos, q] = n_out[q]
-    for k in range(n_hidden):
-        YTk, aL, as_ = YT[k], a_L[k], a_s[k]
-        m = aL.shape[0]
-        V_a[:m] = 0.0                            # Y n_out, this step
-        for q in range(n_out.shape[0]):
-            if n_out[q] > 0:
-                f = np.float32(n_out[q])
-                for i in range(m):
-                    V_a[i] += f * YTk[q, i]
-        if truncated:
-            ring_a[k][pos, :] = V_a[:m]
-        else:
-            for i in range(m):
-                aL[i] = d_L * (aL[i] + V_a[i])
-                as_[i] = d_s * (as_[i] + V_a[i])
+    for p in range(x_L.shape[0]):
+        for j in range(x_L.shape[1]):
+            s_sum[p, j] = x_L[p, j] * G[0] - x_s[p, j] * G[1]
+            x_L[p, j] = x_L[p, j] * G[2]
+            x_s[p, j] = x_s[p, j] * G[3]
 
 
 @njit(cache=True, nogil=True, inline="always")
 def _flush(x_L, x_s):
     """Presynaptic traces below 1e-20 of one spike set to 0: invisible in float32, and no denormals."""
-    for p in range(len(x_L)):
-        xL, xs = x_L[p], x_s[p]
-        for j in range(xL.shape[0]):
-            xL[j] = xL[j] if xL[j] >= 1e-20 else 0.0
-            xs[j] = xs[j] if xs[j] >= 1e-20 else 0.0
+    for p in range(x_L.shape[0]):
+        for j in range(x_L.shape[1]):
+            x_L[p, j] = x_L[p, j] if x_L[p, j] >= 1e-20 else 0.0
+            x_s[p, j] = x_s[p, j] if x_s[p, j] >= 1e-20 else 0.0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _backprop_error(WT, E_up, V_f, k_b, phi_max):
+    """Backprop's error of a hidden layer: (W^T E_up) k_b phi_max sigma'(V-bar^f) (the code l.1554)."""
+    m = WT.shape[0]
+    E_bp = np.zeros(m)
+    for i in range(m):
+        acc = 0.0
+        for q in range(WT.shape[1]):
+            acc += WT[i, q] * E_up[q]
+        sg = _sig(V_f[i])
+        E_bp[i] = acc * k_b * phi_max * (sg * (1.0 - sg))
+    return E_bp
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _angle_kernel(a, b):
+    """Twin of _angle: angle in degrees between two vectors (nan if one is zero)."""
+    ab, aa, bb = 0.0, 0.0, 0.0
+    for i in range(a.shape[0]):
+        ab += a[i] * b[i]
+        aa += a[i] * a[i]
+        bb += b[i] * b[i]
+    norms = math.sqrt(aa * bb)
+    if norms == 0:
+        return np.nan
+    return math.degrees(math.acos(min(1.0, max(-1.0, ab / norms))))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _rank1_update(WT, b, scale, E, s):
+    """Twin of update_weights: W += scale E s^T on W^T (rows j, skipping s_j = 0), b += scale E, float32."""
+    m = b.shape[0]
+    E32 = np.empty(m, np.float32)
+    for i in range(m):
+        E32[i] = E[i]
+    for j in range(WT.shape[0]):
+        if s[j] != 0.0:
+            f = np.float32(scale * s[j])
+            for i in range(m):
+                WT[j, i] += f * E32[i]
+    for i in range(m):
+        b[i] += np.float32(scale * E[i])
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _fix_traces_kernel(work, k, m, n_pre, scale, E, s, pos, draws, T, truncated):
+    """Twin of _fix_traces: after W_k += scale E s^T (m units, n_pre inputs), postsynaptic traces
+    W_k(new) x (exact kernel) or the ring of the target phase's last 10 increments W_k(new) n (the code's
+    kernel)."""
+    u_L, u_s, _, _, _, ring_b, _, x_L, x_s, _, _, _, _ = work
+    if not truncated:    # u = W x: W(new) x = u + scale E (s . x)
+        dot_L, dot_s = 0.0, 0.0
+        for j in range(n_pre):
+            dot_L += s[j] * x_L[k, j]
+            dot_s += s[j] * x_s[k, j]
+        for i in range(m):
+            u_L[k, i] += np.float32(scale * E[i] * dot_L)
+            u_s[k, i] += np.float32(scale * E[i] * dot_s)
+        return
+    ptr, seed, acc, act, _ = draws
+    if k == 0:
+        n_pre = act.shape[0]                     # input candidates pick one of the active inputs
+    for r in range(10):                          # ring slot of step T-10+r is (pos - 10 + r) % 10
+        t = T - 10 + r
+        total = 0.0                              # s summed over the spikes of population k at step t
+        for e in range(ptr[k, t], ptr[k, t + 1]):
+            if acc[e]:
+                j = int(_uniform(seed, e) * n_pre)
+                total += s[act[j]] if k == 0 else s[j]
+        slot = (pos - 10 + r) % 10
+        for i in range(m):
+            ring_b[k, slot, i] += np.float32(scale * E[i] * total)
 
 
 @njit(cache=True, nogil=True)

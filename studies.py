@@ -201,19 +201,20 @@ def _vs_original_code(name, train_s, test_s, test_ms):
             "original_code_note": "measured 2026-11-28 on the same machine kind, not in this run"}
 
 
-def _in_run_references(net, state, X, y, cfg, rng, quick, train_s, test_s):
-    """784-500-10 against references timed in the same run, which the VM's speed drift cancels: the
+def _in_run_references(net, state, X, y, cfg, rng, quick, train_s, test_s, n_ref=None):
+    """The kernels against references timed in the same run, which the VM's speed drift cancels: the
     NumPy twin of the kernel (sdnn.train_epoch(jit=False)) and, where sdnn has it, reference_phase, a
-    plain NumPy per-step simulation of one test phase."""
+    plain NumPy per-step simulation of one test phase (n_ref of them; default as many as twin examples)."""
     n_twin = 2 if quick else 10
     twin_s = _median_cpu_per_item(lambda a, b: sdnn.train_epoch(net, state, X[a:b], y[a:b], cfg, rng, jit=False),
                                   0, n_twin, 2)
-    out = {"numpy_twin_ms_per_train_example": 1e3 * twin_s}
+    out = {"numpy_twin_ms_per_train_example": 1e3 * twin_s, "numpy_twin_over_kernel_train": twin_s / train_s}
     print(f"    NumPy twin (same maths, per-step NumPy like the original code): {1e3 * twin_s:.1f} ms / "
           f"train example, x{twin_s / train_s:.0f} the Numba kernel", flush=True)
     if hasattr(sdnn, "reference_phase"):
         ref_s = _median_cpu_per_item(
-            lambda a, b: [sdnn.reference_phase(net, x, cfg.test_ms, None, cfg, rng) for x in X[a:b]], 0, n_twin, 2)
+            lambda a, b: [sdnn.reference_phase(net, x, cfg.test_ms, None, cfg, rng) for x in X[a:b]], 0,
+            n_ref or n_twin, 2)
         out.update(reference_ms_per_test_example=1e3 * ref_s, reference_over_kernel_test=ref_s / test_s)
         print(f"    reference_phase (plain NumPy per step): {1e3 * ref_s:.1f} ms / {cfg.test_ms}-ms test example, "
               f"x{ref_s / test_s:.0f} the Numba kernel", flush=True)
@@ -223,10 +224,11 @@ def _in_run_references(net, state, X, y, cfg, rng, quick, train_s, test_s):
 def bench_sdnn(quick, data_dir=None):
     """Speed of sdnn.py: PAPER preset on one core (ms per training example, per 500-ms test example,
     training examples/s, synaptic events/s, ns per synaptic event) for 784-10, 784-500-10,
-    784-500-100-10 on MNIST images and 3072-500-10 on synthetic CIFAR-like images; for 784-500-10 the
-    speed-up over the original code (a range, against its measurement on this machine kind) and the
-    ratio to the NumPy references timed in this run; the RATE preset's epoch; test throughput on all
-    cores. Times are CPU time of this process, median over chunks (the other cores may be busy)."""
+    784-500-100-10 on MNIST images and 3072-500-10 on synthetic CIFAR-like images, each with its ratio to
+    the NumPy references timed in this run (the kernels' NumPy twin for training, reference_phase for a
+    test phase); for 784-500-10 the speed-up over the original code (a range, against its measurement on
+    this machine kind); the RATE preset's epoch; test throughput on all cores; the peak memory of a real
+    MNIST run. Times are CPU time of this process, median over chunks (the other cores may be busy)."""
     rng = np.random.default_rng(0)
     try:
         mnist, mnist_y = (a[:2000] for a in datasets.load("mnist", data_dir=data_dir)["train"])
@@ -264,8 +266,8 @@ def bench_sdnn(quick, data_dir=None):
               f"synaptic events / s ({1e9 / events_per_s:.2f} ns / event)", flush=True)
         if name in ORIGINAL_CODE_MS:
             out[name].update(_vs_original_code(name, train_s, test_s, cfg.test_ms))
-        if name == "784-500-10":
-            out[name].update(_in_run_references(net, state, X, y, cfg, rng, quick, train_s, test_s))
+        out[name].update(_in_run_references(net, state, X, y, cfg, rng, quick, train_s, test_s,
+                                            n_ref=2 if X is cifar else None))   # 3072 inputs: ~3 s a phase
     # test throughput on all cores (wall clock), 784-500-10
     cfg = sdnn.PAPER
     net = sdnn.init_weights(784, cfg, rng)
@@ -288,7 +290,32 @@ def bench_sdnn(quick, data_dir=None):
     sdnn.train_epoch(net, None, Xr, yr, cfg, rng)
     out["rate_784-500-10_s_per_60k_epoch"] = (time.process_time() - start) * 60_000 / n_rate
     print(f"RATE 784-500-10: {out['rate_784-500-10_s_per_60k_epoch']:.2f} s per 60,000-example epoch")
+    out["mnist_run_peak_MB"] = _peak_memory_mnist_run(quick, data_dir)
     return out
+
+
+def _peak_memory_mnist_run(quick, data_dir):
+    """Peak resident memory (MB) of a real `--train sdnn` run on MNIST in a child process: the whole data set
+    loaded, one epoch of 200 training images, 200 validation images and (unless quick) the 10,000 test
+    images on both cores. None without the MNIST files."""
+    import resource
+    import subprocess
+    import sys
+    import tempfile
+    root = os.path.dirname(os.path.abspath(__file__))
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = [sys.executable, os.path.join(root, "experiments.py"), "--train", "sdnn", "--dataset", "mnist",
+                "--limit", "200", "--n-valid", "200", "--epochs", "1", "--quiet", "--json",
+                os.path.join(tmp, "r.json")] + (["--no-test"] if quick else [])
+        env = dict(os.environ, **({"SDNN_DATA": data_dir} if data_dir else {}))
+        r = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+    if r.returncode != 0:
+        print(f"peak memory of an MNIST run: not measured ({r.stderr.strip().splitlines()[-1:]})")
+        return None
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024      # kB on Linux
+    print(f"peak memory of an MNIST --train sdnn run (child process, {'no test set' if quick else 'with the test'}):"
+          f" {peak:.0f} MB{' (over the 1 GB budget)' if peak > 1024 else ''}")
+    return peak
 
 
 BENCHES = {"bp": bench_bp, "rules": bench_rules, "sdnn": bench_sdnn}

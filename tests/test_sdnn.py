@@ -66,6 +66,9 @@ def test_test_phase_kernel_equals_numpy_twin(cfg):
                             learn=False, window=(cfg.t_settle, 120)) for jit in (True, False)]
         assert r[0]["n_spikes"] == r[1]["n_spikes"]
         np.testing.assert_allclose(r[0]["V"][-1], r[1]["V"][-1], rtol=1e-5, atol=1e-5)
+        # test_example's own kernel (zero state, candidates numbered in the kernel) against the twin
+        v = [sdnn.test_example(net, x, cfg, np.random.default_rng(8), jit=jit) for jit in (True, False)]
+        np.testing.assert_allclose(v[0], v[1], rtol=1e-5, atol=1e-5)
 
 
 def test_rate_kernel_equals_numpy_twin():

@@ -398,7 +398,7 @@ def test_concurrent_writers_never_leave_broken_json(tmp_path):
 def test_a_run_being_trained_is_not_trained_twice(tmp_path):
     """A second process on the same run stops with a clear error (the lock holds the first's process id);
     run_all waits for a run another process trains instead of starting it again; a stale lock is ignored."""
-    argv = ["--train", "sdnn", "--dataset", "digits", "--epochs", "3", "--hidden", "20", "--set", "etas=0.5,0.5",
+    argv = ["--train", "sdnn", "--dataset", "digits", "--epochs", "3", "--hidden", "200", "--set", "etas=0.5,0.5",
             "--quiet", "--out", str(tmp_path)]
     path = experiments.run_path(argv)
     first = subprocess.Popen([sys.executable, os.path.join(ROOT, "experiments.py"), *argv])
@@ -588,3 +588,40 @@ def test_sdnn_weights_that_stop_being_finite_flag_the_run_as_diverged(monkeypatc
     assert res["diverged"] is True and res["epochs"] == 1 and len(res["test_error"]) == 1
     err = capsys.readouterr().err
     assert "diverged: weights or state not finite" in err and "try smaller --set etas" in err
+
+# The fields of sdnn's State as checkpoints of CHECKPOINT_FORMAT 1 hold them (main at dc779ba; Network: W, b, Y,
+# Y_mask): pickle restores an object's fields as they were written, so this code must run on exactly these.
+FORMAT_1_STATE = ("u_L", "u_s", "a_L", "a_s", "V", "ring_b", "ring_a", "x_L", "x_s", "out_L", "out_s",
+                  "n_out_hist", "phi_out", "pos")
+
+
+def test_a_format_1_checkpoint_of_sdnn_trains_on_as_the_run_it_came_from():
+    """A State and Network built field by field in the format-1 layout (as unpickling a checkpoint of the
+    running 60-epoch runs builds them), pickled and loaded, train on bit for bit as fresh ones."""
+    import pickle
+    assert experiments.CHECKPOINT_FORMAT == 1
+    net = sdnn.init_weights(64, SMALL, np.random.default_rng(0))
+    n, n_pre = [len(v) for v in net.b], [w.shape[1] for w in net.W]
+
+    def per_layer(shape, dtype=np.float32):
+        return tuple(np.zeros(shape(m), dtype) for m in n)
+
+    fields = dict(u_L=per_layer(lambda m: m), u_s=per_layer(lambda m: m), a_L=per_layer(lambda m: m),
+                  a_s=per_layer(lambda m: m), V=per_layer(lambda m: m), ring_b=per_layer(lambda m: (10, m)),
+                  ring_a=per_layer(lambda m: (10, m)), x_L=tuple(np.zeros(m) for m in n_pre),
+                  x_s=tuple(np.zeros(m) for m in n_pre), out_L=np.zeros(n[-1]), out_s=np.zeros(n[-1]),
+                  n_out_hist=np.zeros((10, n[-1])), phi_out=np.zeros(n[-1], np.float32), pos=0)
+    assert tuple(fields) == FORMAT_1_STATE
+    old_state, old_net = object.__new__(sdnn.State), object.__new__(sdnn.Network)
+    old_state.__dict__.update(fields)
+    old_net.__dict__.update(W=[w.copy(order="K") for w in net.W], b=[v.copy() for v in net.b],
+                            Y=[y.copy(order="K") for y in net.Y], Y_mask=[])
+    model = pickle.loads(pickle.dumps({"format": 1, "model": {"net": old_net, "state": old_state}}))["model"]
+    X, y = _inputs(np.random.default_rng(3), 6)
+    sdnn.train_epoch(model["net"], model["state"], X, y, SMALL, np.random.default_rng(4))
+    state = sdnn.init_state(net)
+    sdnn.train_epoch(net, state, X, y, SMALL, np.random.default_rng(4))
+    for a, b in zip(model["net"].W + model["net"].b + model["net"].Y, net.W + net.b + net.Y):
+        np.testing.assert_array_equal(a, b)
+    assert model["state"].pos == state.pos
+    assert set(FORMAT_1_STATE) <= set(sdnn.State.__dataclass_fields__)   # new fields only with class defaults
