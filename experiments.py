@@ -30,7 +30,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
@@ -427,25 +426,6 @@ def sdnn_epoch(m, X, y, cfg, sched, rng, epoch, run_examples, bar=None):
     return {key: np.concatenate([p[key] for p in parts]) for key in ("L0", "L1", "correct", "angle")}
 
 
-def sdnn_predict(net, X, cfg, rng, n_jobs, bar=None):
-    """sdnn.predict(net, X, cfg, rng, n_jobs) with a progress bar: the same chunks of 20 images, each with
-    the same Generator, so the same classes and the same draws from rng. Without a bar (--quiet, or output
-    not to a terminal) and in rate mode it is sdnn.predict itself."""
-    if bar is None or bar.disable or not cfg.spiking:
-        return sdnn.predict(net, X, cfg, rng, n_jobs=n_jobs)
-    chunk = 20                                                          # sdnn.predict's default
-    starts = range(0, len(X), chunk)
-    seeds = np.random.SeedSequence(int(rng.integers(2 ** 63))).spawn(len(starts))
-
-    def run(i):
-        g = np.random.default_rng(seeds[i])
-        classes = [int(np.argmax(sdnn.test_example(net, x, cfg, g))) for x in X[starts[i]:starts[i] + chunk]]
-        bar.update(len(classes))
-        return classes
-    with ThreadPoolExecutor(max(n_jobs, 1)) as pool:
-        return np.array([c for part in pool.map(run, range(len(starts))) for c in part], dtype=np.int64)
-
-
 def sdnn_trainer(cfg, sched, data, rng, epochs, retests=0, name="sdnn", diagnose=False, quiet=False):
     """The segregated-dendrite network (sdnn.py), one example at a time. train_error is the online error
     of the forward phases during the epoch (the code's record_training_error): a spiking test of all
@@ -459,7 +439,8 @@ def sdnn_trainer(cfg, sched, data, rng, epochs, retests=0, name="sdnn", diagnose
 
     def test(m, X, y, what="test"):   # the average (if any) is what is tested; fresh spikes from rng every time
         with progress(len(X), f"testing {len(X)} {what} images", quiet) as bar:
-            return error_rate(sdnn_predict(m["avg"] or m["net"], X, cfg, rng, n_jobs, bar), y)
+            return error_rate(sdnn.predict(m["avg"] or m["net"], X, cfg, rng, n_jobs=n_jobs,
+                                           progress=None if bar.disable else bar.update), y)
 
     def epoch(m, perm, index, bar):
         r = sdnn_epoch(m, data.x[perm], data.y[perm], cfg, sched, rng, index, epochs * len(data.x), bar)

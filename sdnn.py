@@ -1063,10 +1063,11 @@ def hidden_rates(net, X, cfg, rng):
     return rates
 
 
-def predict(net, X, cfg, rng, n_jobs=2, chunk=20, jit=True):
+def predict(net, X, cfg, rng, n_jobs=2, chunk=20, jit=True, progress=None):
     """Predicted classes for images X (N, n_in). Spiking mode runs chunks of `chunk` images in
     `n_jobs` threads (the kernel releases the GIL); each chunk has its own Generator spawned from
-    one SeedSequence drawn from rng, so the result does not depend on n_jobs."""
+    one SeedSequence drawn from rng, so the result does not depend on n_jobs. progress(n) is called
+    after each chunk with its number of images (a progress bar's update)."""
     X = np.asarray(X)
     if not cfg.spiking:
         return rate_forward(net, X, cfg)[-1].argmax(axis=1)
@@ -1076,7 +1077,10 @@ def predict(net, X, cfg, rng, n_jobs=2, chunk=20, jit=True):
     def run(i):
         g = np.random.default_rng(seeds[i])
         a = starts[i]
-        return [int(np.argmax(test_example(net, x, cfg, g, jit))) for x in X[a:a + chunk]]
+        classes = [int(np.argmax(test_example(net, x, cfg, g, jit))) for x in X[a:a + chunk]]
+        if progress:
+            progress(len(classes))
+        return classes
 
     if n_jobs <= 1:
         parts = [run(i) for i in range(len(starts))]

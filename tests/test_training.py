@@ -104,7 +104,7 @@ def test_cli_schedule_decays_the_rates_after_each_epoch(monkeypatch, tmp_path):
     """--set eta_decay reaches every epoch's training: etas * eta_decay**epoch; the Config keeps the paper's."""
     seen = []
     _fake_sdnn(monkeypatch, seen)
-    monkeypatch.setattr(sdnn, "predict", lambda net, X, cfg, rng, n_jobs=1: np.zeros(len(X), int))
+    monkeypatch.setattr(sdnn, "predict", lambda net, X, cfg, rng, n_jobs=1, progress=None: np.zeros(len(X), int))
     _cli(tmp_path, "--train", "sdnn", "--hidden", "8", "--set", "etas=0.4,0.2", "eta_decay=0.5", "--epochs", "3",
          "--limit", "100")
     assert seen == [((0.4, 0.2), 100), ((0.2, 0.1), 100), ((0.1, 0.05), 100)]
@@ -117,7 +117,7 @@ def test_cli_linear_schedule_falls_over_the_whole_run(monkeypatch, tmp_path):
     """--set eta_schedule=linear, 3 epochs of 600 examples: blocks of 500 learn at their middle example's rate."""
     seen = []
     _fake_sdnn(monkeypatch, seen)
-    monkeypatch.setattr(sdnn, "predict", lambda net, X, cfg, rng, n_jobs=1: np.zeros(len(X), int))
+    monkeypatch.setattr(sdnn, "predict", lambda net, X, cfg, rng, n_jobs=1, progress=None: np.zeros(len(X), int))
     _cli(tmp_path, "--train", "sdnn", "--hidden", "8", "--set", "etas=0.4,0.2", "eta_schedule=linear",
          "--epochs", "3", "--limit", "600")
     middles = [250, 550, 850, 1150, 1450, 1750]
@@ -131,7 +131,7 @@ def test_cli_tests_the_weight_average(monkeypatch, tmp_path):
     epoch of 100 examples adds 1 to W; with a half-life of 100 the average moves half-way: +0.5, then +1.25."""
     tested = []
     _fake_sdnn(monkeypatch, [], shift_W=True)
-    monkeypatch.setattr(sdnn, "predict", lambda net, X, cfg, rng, n_jobs=1:
+    monkeypatch.setattr(sdnn, "predict", lambda net, X, cfg, rng, n_jobs=1, progress=None:
                         tested.append(float(net.W[0].mean())) or np.zeros(len(X), int))
     _cli(tmp_path, "--train", "sdnn", "--hidden", "8", "--set", "etas=0.2,0.2", "avg_halflife=100",
          "--limit", "100", "--epochs", "2")
@@ -429,8 +429,8 @@ def test_a_checkpoint_without_a_later_option_resumes_only_while_that_option_is_o
 # ---- sdnn's testing: progress on a terminal, its time apart from training ----
 
 def test_sdnn_predict_with_a_bar_gives_sdnn_predicts_classes_and_draws():
-    """The progress-bar twin of sdnn.predict: the same classes and the same state of rng afterwards, for
-    one and two threads; the bar counts every image (45: two chunks of 20 and one of 5)."""
+    """sdnn.predict with a progress bar: the same classes and the same state of rng afterwards as without,
+    for one and two threads; the bar counts every image (45: two chunks of 20 and one of 5)."""
     import io
     from tqdm import tqdm
     net = sdnn.init_weights(64, SMALL, np.random.default_rng(0))
@@ -439,7 +439,7 @@ def test_sdnn_predict_with_a_bar_gives_sdnn_predicts_classes_and_draws():
         expected_rng, rng = np.random.default_rng(7), np.random.default_rng(7)
         expected = sdnn.predict(net, X, SMALL, expected_rng, n_jobs=n_jobs)
         with tqdm(total=len(X), file=io.StringIO(), disable=False) as bar:
-            got = experiments.sdnn_predict(net, X, SMALL, rng, n_jobs, bar)
+            got = sdnn.predict(net, X, SMALL, rng, n_jobs=n_jobs, progress=bar.update)
             assert bar.n == 45
         np.testing.assert_array_equal(got, expected)
         assert rng.bit_generator.state == expected_rng.bit_generator.state
@@ -449,7 +449,7 @@ def test_sdnn_testing_time_is_kept_apart_from_training_time(monkeypatch, tmp_pat
     """Training that takes no time and tests that take 0.3 s each (validation, then test, every epoch):
     eval_seconds_per_epoch holds the 0.6 s, seconds_per_epoch does not."""
     _fake_sdnn(monkeypatch, [])
-    monkeypatch.setattr(sdnn, "predict", lambda net, X, cfg, rng, n_jobs=1: time.sleep(0.3) or np.zeros(len(X), int))
+    monkeypatch.setattr(sdnn, "predict", lambda net, X, cfg, rng, n_jobs=1, progress=None: time.sleep(0.3) or np.zeros(len(X), int))
     path = tmp_path / "r.json"
     _cli(tmp_path, "--train", "sdnn", "--hidden", "8", "--set", "etas=0.2,0.2", "--limit", "100", "--epochs", "2",
          "--json", str(path))
@@ -518,7 +518,7 @@ def test_an_interrupt_while_testing_keeps_only_whole_epochs(monkeypatch, tmp_pat
     _fake_sdnn(monkeypatch, [])
     calls = [0]
 
-    def predict(net, X, cfg, rng, n_jobs=1):   # calls: initial test, then val and test of each epoch
+    def predict(net, X, cfg, rng, n_jobs=1, progress=None):   # calls: initial test, then val and test of each epoch
         calls[0] += 1
         if calls[0] == 4:                        # epoch 2's validation test
             raise KeyboardInterrupt
@@ -580,7 +580,7 @@ def test_sdnn_weights_that_stop_being_finite_flag_the_run_as_diverged(monkeypatc
         n = len(X)
         return {"angle": np.full(n, np.nan), "L0": np.zeros(n), "L1": np.zeros(n), "correct": np.zeros(n, bool)}
     monkeypatch.setattr(sdnn, "train_epoch", train_epoch)
-    monkeypatch.setattr(sdnn, "predict", lambda net, X, cfg, rng, n_jobs=1: np.zeros(len(X), int))
+    monkeypatch.setattr(sdnn, "predict", lambda net, X, cfg, rng, n_jobs=1, progress=None: np.zeros(len(X), int))
     path = tmp_path / "r.json"
     _cli(tmp_path, "--train", "sdnn", "--hidden", "8", "--set", "etas=0.2,0.2", "--limit", "100", "--epochs", "3",
          "--json", str(path))
