@@ -902,6 +902,15 @@ def run_all(argvs, workers=None, quiet=False, scheduler=None):
 # ------------------------------------------------------------------------------------------------
 # Figures and studies (figures.py, studies.py): compute -> saved data -> plot.
 
+def fig_config(args, model=None):
+    """The FigConfig of a --fig or --study command: its flags, runs under --out/runs."""
+    import figures
+    return figures.FigConfig(dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs_given, seed=args.seed,
+                             model=model, preset=args.preset, set=tuple(args.set or ()), seeds=args.seeds,
+                             runs=os.path.join(args.out, "runs"), scheduler=args.scheduler, storage=args.storage,
+                             folds=args.folds)
+
+
 def draw(args, kind):
     """--fig N or --study NAME: compute (unless --replot), save the data and the config, plot, save."""
     import figures
@@ -910,10 +919,8 @@ def draw(args, kind):
     if kind == "fig" and name == "all":     # every paper figure; first the training runs of all, at once
         start = time.perf_counter()
         if not args.replot:
-            cfg = figures.FigConfig(dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs_given,
-                                    seed=args.seed, preset=args.preset, set=tuple(args.set or ()),
-                                    seeds=args.seeds, runs=os.path.join(args.out, "runs"))
-            run_all(figures.all_runs(cfg, args.quick), quiet=args.quiet)
+            cfg = fig_config(args)
+            run_all(figures.all_runs(cfg, args.quick), quiet=args.quiet, scheduler=cfg.scheduler)
         for n in (n for n in table if n[0].isdigit()):
             draw(argparse.Namespace(**dict(vars(args), fig=n)), kind)
         print(f"every figure drawn in {(time.perf_counter() - start) / 3600:.2f} h")
@@ -943,10 +950,7 @@ def draw(args, kind):
                                                             for f in dataclasses.fields(model)})
         elif kind == "study" and args.set:
             raise ValueError(f"--set: study {name} has no model config to set")
-        cfg = figures.FigConfig(dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs_given,
-                                seed=args.seed, model=model, preset=args.preset, set=tuple(args.set or ()),
-                                seeds=args.seeds, runs=os.path.join(args.out, "runs"), scheduler=args.scheduler,
-                                storage=args.storage, folds=args.folds)
+        cfg = fig_config(args, model)
         data = compute(cfg, np.random.default_rng(args.seed), args.quick)
         meta = {"config": {k: v for k, v in dataclasses.asdict(cfg).items()     # not the cluster's address nor
                            if k not in ("model", "scheduler", "storage")},          # the database's (passwords)

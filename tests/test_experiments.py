@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from conftest import data_dir_or_skip
 
+import experiments
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -187,3 +189,20 @@ def test_replot_without_saved_data_draws_the_reference_run(tmp_path):
     r = run("--fig", "4", "--replot", "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "fig4.png").exists() and "reference" in r.stdout
+
+
+def test_fig_all_sends_its_runs_to_the_scheduler_given(monkeypatch, tmp_path):
+    """--fig all --scheduler ADDRESS hands that address to run_all, as every single figure does."""
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_run_all(argvs, workers=None, quiet=False, scheduler=None):
+        seen.append((len(argvs), scheduler))
+        raise Stop
+    monkeypatch.setattr(experiments, "run_all", fake_run_all)
+    args = experiments.parse(["--fig", "all", "--quick", "--scheduler", "tcp://10.0.0.1:8786", "--out", str(tmp_path)])
+    with pytest.raises(Stop):
+        experiments.draw(args, "fig")
+    assert seen and seen[0][0] > 0 and seen[0][1] == "tcp://10.0.0.1:8786"
