@@ -815,17 +815,12 @@ def train(args):
         import studies
         trainer = studies.with_dynamics(args.train, trainer, data, args.seed, **(dict(blocks=4, n_probe=100)
                                                                                   if args.quick else {}))
-    result = {"rule": args.train, "dataset": args.dataset, "hidden": list(args.hidden), "seed": args.seed,
-              "limit": args.limit, "n_valid": args.n_valid, "fold": args.fold, "no_test": args.no_test,
-              "n_train": len(data.x), "n_val": len(data.x_val), "n_test": len(data.x_test), "quick": args.quick,
-              "n_classes": data.n_out, "retests": args.retests, "epochs_requested": args.epochs, "command": args.argv,
-              "config": trainer.config, "schedule": trainer.schedule, "versions": versions(), "epochs": 0,
-              "train_error": [], "val_error": [], "test_error": [], "seconds_per_epoch": [], "eval_seconds_per_epoch": [],
-              "diverged": False}
+    result = dict(run_identity(args, data, trainer), hidden=list(args.hidden), n_val=len(data.x_val),
+                  n_test=len(data.x_test), n_classes=data.n_out, command=args.argv, versions=versions(), epochs=0,
+                  train_error=[], val_error=[], test_error=[], seconds_per_epoch=[], eval_seconds_per_epoch=[],
+                  diverged=False)
     if args.train == "sdnn":
         result["preset"] = args.preset
-    if args.dynamics:
-        result["dynamics_recorded"] = True
     # room for the checkpoint (what it pickles now, twice: the new file is written before the old goes)
     path = writable(args.json or os.path.join(args.out, run_name(result) + ".json"),
                     size=2 * len(pickle.dumps(trainer.model)))
@@ -847,11 +842,19 @@ def run_path(argv):
         return args.json
     data = cached_split(*(getattr(args, k) for k in SPLIT_ARGS))
     trainer = TRAINERS[args.train](args, data, np.random.default_rng(args.seed))
-    result = {"rule": args.train, "dataset": args.dataset, "seed": args.seed, "limit": args.limit,
-              "n_valid": args.n_valid, "fold": args.fold, "no_test": args.no_test, "n_train": len(data.x),
-              "quick": args.quick, "config": trainer.config, "schedule": trainer.schedule, "retests": args.retests,
-              "epochs_requested": args.epochs, "dynamics_recorded": args.dynamics}
-    return os.path.join(args.out, run_name(result) + ".json")
+    return os.path.join(args.out, run_name(run_identity(args, data, trainer)) + ".json")
+
+
+def run_identity(args, data, trainer):
+    """What makes a --train run the run it is (what run_name hashes and a resume must match): the start of
+    its JSON, for train() and run_path() alike."""
+    out = {"rule": args.train, "dataset": args.dataset, "seed": args.seed, "limit": args.limit,
+           "n_valid": args.n_valid, "fold": args.fold, "no_test": args.no_test, "n_train": len(data.x),
+           "quick": args.quick, "retests": args.retests, "epochs_requested": args.epochs,
+           "config": trainer.config, "schedule": trainer.schedule}
+    if args.dynamics:
+        out["dynamics_recorded"] = True
+    return out
 
 
 SPLIT_ARGS = ("dataset", "data_dir", "n_valid", "fold", "no_test", "limit", "quick")   # what load_split reads
