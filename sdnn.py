@@ -1414,8 +1414,11 @@ def _step_loop(weights, work, pos, draws, phase, sums, consts, flags):
     truncated, spiking_fb, learn, apical, record = flags
     L = len(b) - 1
     paper = spiking_fb and not truncated         # the paper's model: V_a from the apical traces a_L, a_s
-    keep_dendrites = learn or record             # V_b, V_a of the hidden layers needed
     n, b_w, lo_w, hi_w = _layer_tables(b, lo_a, hi_a)
+    win_lo, win_hi = np.zeros(L + 1, np.int64), np.zeros(L + 1, np.int64)   # steps in any unit's plateau window
+    for k in range(L):
+        w = 1 if lo_w.shape[1] == 1 else n[k]
+        win_lo[k], win_hi[k] = lo_w[k, :w].min(), hi_w[k, :w].max()
     inc, V_b, V_a, spk, n_out = _scratch(b, ptr, T)
     n_act = act.shape[0]
     _carry_in(x_L, x_s, s_sum, G)
@@ -1463,9 +1466,10 @@ def _step_loop(weights, work, pos, draws, phase, sums, consts, flags):
                     vb = (u_L[k, i] - u_s[k, i]) * inv + b_w[k, i]                      # Eqs. (12)-(13)
                     va = (a_L[k, i] - a_s[k, i]) * inv                                  # Eqs. (12)-(13)
                     V[k, i] += dt * (-g_l * V[k, i] + g_b * (vb - V[k, i]) + g_a * (va - V[k, i]))  # Eq. (14)
-                if keep_dendrites:
+                if record:
                     for i in range(m):
                         V_b[i] = (u_L[k, i] - u_s[k, i]) * inv + b_w[k, i]
+                if record or (learn and win_lo[k] <= t < win_hi[k]):   # read by the plateau window, records
                     for i in range(m):
                         V_a[i] = (a_L[k, i] - a_s[k, i]) * inv
             else:
@@ -1485,15 +1489,17 @@ def _step_loop(weights, work, pos, draws, phase, sums, consts, flags):
                         u_s[k, i] = d_s * u_s[k, i] + inc[i]                            # u_s = W x_s
                         V_b[i] = (u_L[k, i] - u_s[k, i]) * inv + b_w[k, i]              # Eqs. (12)-(13)
                 if k < L:
-                    # ---- apical: V_a = Y s_out, output spikes up to the previous step (Eq. (13)) ----
+                    # ---- apical: V_a = Y s_out, output spikes up to the previous step (Eq. (13)); computed
+                    # where it is read: the soma (g_a > 0), the plateau window, records (else 0: g_a V_a = 0) ----
                     for i in range(m):
                         V_a[i] = 0.0
-                    if apical and not spiking_fb:    # Fig 7A, rate feedback: V_a = Y phi_out
+                    read = apical and (g_a != 0 or record or (learn and win_lo[k] <= t < win_hi[k]))
+                    if read and not spiking_fb:      # Fig 7A, rate feedback: V_a = Y phi_out
                         YTk = YT[k]
                         for q in range(phi_out.shape[0]):
                             for i in range(m):
                                 V_a[i] += YTk[q, i] * phi_out[q]
-                    elif apical:                     # the code's kernel: 10 steps of Y n_out (l.1612)
+                    elif read:                       # the code's kernel: 10 steps of Y n_out (l.1612)
                         for q in range(1, 11):
                             slot, kq = (pos - q) % 10, kappa10[q - 1]
                             for i in range(m):
