@@ -1414,11 +1414,7 @@ def _step_loop(weights, work, pos, draws, phase, sums, consts, flags):
     truncated, spiking_fb, learn, apical, record = flags
     L = len(b) - 1
     paper = spiking_fb and not truncated         # the paper's model: V_a from the apical traces a_L, a_s
-    n, b_w, lo_w, hi_w = _layer_tables(b, lo_a, hi_a)
-    win_lo, win_hi = np.zeros(L + 1, np.int64), np.zeros(L + 1, np.int64)   # steps in any unit's plateau window
-    for k in range(L):
-        w = 1 if lo_w.shape[1] == 1 else n[k]
-        win_lo[k], win_hi[k] = lo_w[k, :w].min(), hi_w[k, :w].max()
+    n, b_w, lo_w, hi_w, win_lo, win_hi = _layer_tables(b, lo_a, hi_a)
     inc, V_b, V_a, spk, n_out = _scratch(b, ptr, T)
     n_act = act.shape[0]
     _carry_in(x_L, x_s, s_sum, G)
@@ -1586,7 +1582,7 @@ def _step_loop(weights, work, pos, draws, phase, sums, consts, flags):
 @njit(cache=True, nogil=True, inline="always")
 def _layer_tables(b, lo_a, hi_a):
     """Layer sizes n, b padded to (L + 1, n_max), and the plateau windows padded to (L, 1) (synchronous)
-    or (L, n_max) (one per unit)."""
+    or (L, n_max) (one per unit), and per layer the first and end step of any unit's window."""
     L = len(b) - 1
     n = np.zeros(L + 1, np.int64)
     for k in range(L + 1):
@@ -1597,10 +1593,12 @@ def _layer_tables(b, lo_a, hi_a):
     width = 1 if lo_a[0].shape[0] == 1 else n.max()
     lo_w = np.zeros((max(L, 1), width), np.int64)
     hi_w = np.zeros((max(L, 1), width), np.int64)
+    win_lo, win_hi = np.zeros(L + 1, np.int64), np.zeros(L + 1, np.int64)   # steps in any unit's window
     for k in range(L):
         lo_w[k, :lo_a[k].shape[0]] = lo_a[k]
         hi_w[k, :hi_a[k].shape[0]] = hi_a[k]
-    return n, b_w, lo_w, hi_w
+        win_lo[k], win_hi[k] = lo_a[k].min(), hi_a[k].max()
+    return n, b_w, lo_w, hi_w, win_lo, win_hi
 
 
 @njit(cache=True, nogil=True, inline="always")
