@@ -1127,23 +1127,26 @@ def protocol(cfg, quick, rows, names, epochs, n_seeds, factors):
 # Every rule on every dataset.
 
 DATASETS = ("mnist", "fashion_mnist", "cifar10")
-# Published MNIST test errors (%) at each rule's own architecture, and the settings that reproduce them
-# here (the README's Results; chosen on the validation split), for the study's second table.
+# The study's second table: each rule at its own published network on MNIST, beside the published test
+# error: (hidden, --set items, epochs, published %, source), the settings of the README's Results (chosen
+# on the validation split). Bartunov's rules test a Polyak average of their weights (ema=0.9998; learning
+# unchanged), which lowers FA, DFA, SDTP and AO-SDTP by 0.3-0.5 points at their constant rates (Results).
+# sdnn's own network is the paper's 784-500-10 with the code that made its figures (MARCH_2017 at the
+# paper's rates; Fig 6: 3.68 % on all 60,000 images, where PAPER's validation choice reached 4.91 %).
 OWN_ARCHITECTURE = {
-    "bp": ([256] * 5, ["activation=tanh", "lr=1.5e-4"], 60, 1.48, "Bartunov et al. 2018, Table 1"),
-    "fa": ([256] * 5, ["activation=tanh", "lr=1.7e-4"], 100, 1.85, "Bartunov et al. 2018, Table 1"),
-    "dfa": ([256] * 5, ["activation=tanh", "lr=1e-3"], 40, 2.75, "Bartunov et al. 2018, Table 1"),
-    "dtp": ([256] * 5, ["activation=tanh", "lr=3e-4", "alpha=0.1", "sigma=0.1", "lr_inv=3e-4"], 100, 1.83,
-            "Bartunov et al. 2018, Table 1 (alternating)"),
-    "sdtp": ([256] * 5, ["activation=tanh", "lr=3e-4", "sigma=0.1", "lr_inv=1e-6"], 100, 2.28,
+    "bp": ([256] * 5, ["activation=tanh", "lr=1.5e-4", "ema=0.9998"], 60, 1.48, "Bartunov et al. 2018, Table 1"),
+    "fa": ([256] * 5, ["activation=tanh", "lr=1.7e-4", "ema=0.9998"], 100, 1.85, "Bartunov et al. 2018, Table 1"),
+    "dfa": ([256] * 5, ["activation=tanh", "lr=1e-3", "ema=0.9998"], 40, 2.75, "Bartunov et al. 2018, Table 1"),
+    "dtp": ([256] * 5, ["activation=tanh", "lr=3e-4", "alpha=0.1", "sigma=0.1", "lr_inv=3e-4", "ema=0.9998"], 100,
+            1.83, "Bartunov et al. 2018, Table 1 (alternating)"),
+    "sdtp": ([256] * 5, ["activation=tanh", "lr=3e-4", "sigma=0.1", "lr_inv=1e-6", "ema=0.9998"], 100, 2.28,
              "Bartunov et al. 2018, Table 1 (alternating)"),
-    "aosdtp": ([256] * 5, ["activation=tanh", "lr=6e-4", "sigma=0.1", "lr_inv=3e-6"], 100, 1.86,
+    "aosdtp": ([256] * 5, ["activation=tanh", "lr=6e-4", "sigma=0.1", "lr_inv=3e-6", "ema=0.9998"], 100, 1.86,
                "Bartunov et al. 2018, Table 1 (alternating)"),
     "kh": ([2000], ["epochs_unsup=120", "eps0=0.04"], 100, 1.5, "Krotov & Hopfield 2019 (recalled, unverified)"),
     "eqprop": ([500], ["alphas=0.8,0.4", "t_half=5000"], 20, 2.5, "Scellier & Bengio 2017, 2-3 % (midpoint)"),
     "microcircuit": ([500, 500], [], 40, 1.96, "Sacramento et al. 2018"),
-    "sdnn:paper": ([500], ["etas=2.4,0.105", "init_gain=0.51", "eta_schedule=linear"], 60, 4.1,
-                   "Guerguiev et al. 2017, Fig 6 (60 epochs)"),
+    "sdnn:march_2017": ([500], [], 60, 4.1, "Guerguiev et al. 2017, Fig 6 (60 epochs)"),
 }
 
 
@@ -1164,7 +1167,8 @@ def datasets_study(cfg, rng, quick, entries=COMPARED):
     rows = {entry: (entry, [], (500,)) for entry in entries}
     table = protocol(cfg, quick, rows, [ds for ds in names if status[ds] == "run"], epochs, n_seeds,
                      QUICK_FACTORS if quick else LR_FACTORS)
-    own = {} if quick else own_architectures(cfg, [e for e in entries if e in OWN_ARCHITECTURE], n_seeds)
+    rules = {e.partition(":")[0] for e in entries}
+    own = {} if quick else own_architectures(cfg, [e for e in OWN_ARCHITECTURE if e.partition(":")[0] in rules], n_seeds)
     return {"table": table, "status": status, "own": own, "epochs": epochs, "seeds": n_seeds, "quick": quick,
             "factors": list(QUICK_FACTORS if quick else LR_FACTORS),
             "starting_rates": {e: RATE_FIELD[e] for e in entries}, "base_settings": BASE_SETTINGS,
@@ -1179,7 +1183,7 @@ def own_architectures(cfg, entries, n_seeds):
         hidden, items, epochs, _, _ = OWN_ARCHITECTURE[entry]
         for seed in range(cfg.seed, cfg.seed + n_seeds):
             argv = _rule_argv(entry, hidden) + ["--dataset", "mnist", "--epochs", str(epochs), "--seed", str(seed),
-                                                "--out", cfg.runs, "--set", *items]
+                                                "--out", cfg.runs] + (["--set", *items] if items else [])
             argvs.append(argv + (["--data-dir", cfg.data_dir] if cfg.data_dir else []))
             keys.append(entry)
     out = {}

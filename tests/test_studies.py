@@ -236,6 +236,61 @@ def test_every_rule_has_a_rate_to_tune():
         assert item == f"{field}=" + ",".join(f"{3 * r:.4g}" for r in base) and args.set[0] == item
 
 
+def test_every_own_architecture_command_builds_its_rule_with_its_settings(monkeypatch):
+    """Each published-architecture run of the datasets study parses and builds its rule (a --set item a
+    Config does not know, or an empty --set, would fail the run hours into the study), with the settings
+    of OWN_ARCHITECTURE in the rule's config: sdnn's is the MARCH_2017 preset's."""
+    import dataclasses
+
+    import sdnn
+    none = np.zeros((0, 784))
+    data = experiments.Split(np.zeros((100, 784)), np.zeros(100, int), none, np.zeros(0, int), none,
+                             np.zeros(0, int), 10)
+    cfg = figures.FigConfig(runs="runs")
+    argvs = []
+    monkeypatch.setattr(studies, "_run_all", lambda a, c: argvs.extend(a) or [])
+    studies.own_architectures(cfg, list(studies.OWN_ARCHITECTURE), 1)
+    assert [studies._rule_argv(e, h)[1] for e, (h, *_) in studies.OWN_ARCHITECTURE.items()] == [a[1] for a in argvs]
+    for argv, (entry, (hidden, items, epochs, _, _)) in zip(argvs, studies.OWN_ARCHITECTURE.items()):
+        args = experiments.parse(argv)
+        trainer = experiments.TRAINERS[args.train](args, data, np.random.default_rng(0))
+        assert args.epochs == epochs and args.hidden == hidden and args.dataset == "mnist", entry
+        for item in items:
+            key, _, value = item.partition("=")
+            got = trainer.config[key]
+            want = [float(v) for v in value.split(",")] if isinstance(got, (list, tuple)) else type(got)(value)
+            assert (list(got) if isinstance(got, (list, tuple)) else got) == pytest.approx(want), (entry, item)
+    march = experiments.parse(argvs[list(studies.OWN_ARCHITECTURE).index("sdnn:march_2017")])
+    config = experiments.TRAINERS["sdnn"](march, data, np.random.default_rng(0)).config
+    expected = dataclasses.asdict(sdnn.with_hidden(sdnn.MARCH_2017, (500,)))
+    keys = ("init_spread", "feedback_init", "psp", "etas")
+    assert [config[k] if isinstance(config[k], str) else np.ravel(config[k]).tolist() for k in keys] == \
+        [expected[k] if isinstance(expected[k], str) else np.ravel(expected[k]).tolist() for k in keys]
+
+
+def test_datasets_study_reads_each_published_architecture_at_its_lowest_validation_epoch(monkeypatch, tmp_path):
+    """The full study's second table (stand-in runs): the published-architecture runs of the compared
+    rules only (sdnn's entries bring sdnn's own network), 3 seeds each, the test error at each seed's
+    lowest-validation epoch beside the published number, SD with ddof=1."""
+    def curves(argv):
+        seed = int(argv[argv.index("--seed") + 1])
+        epochs = int(argv[argv.index("--epochs") + 1])
+        val = [0.5] * epochs
+        val[1] = 0.1                                          # lowest validation error at epoch 2
+        test = [0.3] * epochs
+        test[1] = 0.02 + 0.01 * seed
+        return val, test
+    monkeypatch.setattr(experiments, "run_all", fake_runs(curves))
+    cfg = figures.FigConfig(runs=str(tmp_path))
+    out = studies.datasets_study(cfg, None, quick=False, entries=("bp", "sdnn:rate"))
+    assert set(out["own"]) == {"bp", "sdnn:march_2017"}
+    bp = out["own"]["bp"]
+    assert bp["test_at_best_val"] == pytest.approx([2, 3, 4]) and bp["mean"] == pytest.approx(3)
+    assert bp["sd"] == pytest.approx(1) and bp["published"] == 1.48 and bp["sizes"] == "784-256-256-256-256-256-10"
+    assert "--preset march_2017" in out["own"]["sdnn:march_2017"]["command"]
+    assert "--out" not in bp["command"] and "ema=0.9998" in bp["command"]
+
+
 def synthetic_cifar(tmp_path, monkeypatch, n=1010):
     """CIFAR-10 files in the canonical format (pickled batches of uint8 R, G, B planes), n images per batch:
     5 x n training images, of which the last 5,000 validate; their md5s made the expected ones."""
