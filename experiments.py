@@ -924,9 +924,17 @@ def draw(args, kind):
         if not args.replot:
             cfg = fig_config(args)
             run_all(figures.all_runs(cfg, args.quick), quiet=args.quiet, scheduler=cfg.scheduler)
-        for n in (n for n in table if n[0].isdigit()):
-            draw(argparse.Namespace(**dict(vars(args), fig=n)), kind)
-        print(f"every figure drawn in {(time.perf_counter() - start) / 3600:.2f} h")
+        failed, paper = {}, [n for n in table if n[0].isdigit()]
+        for n in paper:
+            try:                        # one figure that cannot be drawn does not stop the others
+                draw(argparse.Namespace(**dict(vars(args), fig=n)), kind)
+            except (ValueError, OSError, RuntimeError, KeyError, IndexError, datasets.DataError) as err:
+                print(f"error: figure {n}: {err}", file=sys.stderr)
+                failed[n] = err
+        print(f"{len(paper) - len(failed)} of {len(paper)} figures drawn in {(time.perf_counter() - start) / 3600:.2f} h")
+        if failed:
+            raise ValueError(f"figures {' '.join(failed)} could not be drawn (each error above); the others "
+                             f"are saved, and a re-launch reuses every finished run")
         return
     if name not in table:
         what = "figure" if kind == "fig" else "study"

@@ -10,6 +10,7 @@ import pytest
 from conftest import data_dir_or_skip
 
 import experiments
+import figures
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -174,8 +175,26 @@ def test_fig_all_reuses_the_runs_every_figure_shares(shared_out):
     data_dir_or_skip("mnist")
     r = run("--fig", "all", "--quick", "--quiet", "--out", str(shared_out))
     assert r.returncode == 0, r.stderr
-    assert "run: " not in r.stdout and "every figure drawn" in r.stdout
+    n = len([name for name in figures.FIGURES if name[0].isdigit()])
+    assert "run: " not in r.stdout and f"{n} of {n} figures drawn" in r.stdout
     assert all((shared_out / f"fig{n}.png").exists() for n in ["3", "4", *TRAINING_FIGURES])
+
+
+def test_fig_all_draws_every_other_figure_when_one_fails(monkeypatch, tmp_path):
+    """A figure whose data cannot be computed is reported at the end; the figures after it are drawn."""
+    import matplotlib.pyplot as plt
+
+    def broken(cfg, rng, quick):
+        raise KeyError("run of seed 1")
+    fine = (lambda cfg, rng, quick: {"x": [1, 2]}, lambda data: plt.figure(), None)
+    monkeypatch.setattr(figures, "FIGURES", {"1": (broken, None, None), "2": fine, "3": fine})
+    monkeypatch.setattr(figures, "all_runs", lambda cfg, quick: [])
+    monkeypatch.setattr(experiments, "run_all", lambda argvs, **kw: [])
+    args = experiments.parse(["--fig", "all", "--quick", "--out", str(tmp_path)])
+    with pytest.raises(ValueError, match="figures 1 could not be drawn"):
+        experiments.draw(args, "fig")
+    assert (tmp_path / "fig2.png").exists() and (tmp_path / "fig3.png").exists()
+    assert not (tmp_path / "fig1.json").exists()
 
 
 def test_study_runs_quick_from_the_command_line(tmp_path):
