@@ -433,6 +433,13 @@ def curves(results):
     return out
 
 
+def sd(a, axis=None):
+    """The sample SD over seeds (ddof=1, as the studies' tables); 0 for a single seed."""
+    a = np.asarray(a, dtype=float)
+    n = a.size if axis is None else a.shape[axis]
+    return np.std(a, axis=axis, ddof=1) if n > 1 else np.zeros_like(np.mean(a, axis=axis))
+
+
 def strip_out(argv):
     """A run's command without the machine's own folders (--out, --data-dir)."""
     drop = {i + 1 for i, a in enumerate(argv) if a in ("--out", "--data-dir")}
@@ -442,15 +449,19 @@ def strip_out(argv):
 def ttests(c, pairs, paper=PAPER_T):
     """The paper's statistics: a two-tailed t-test (scipy.stats.ttest_ind) between the re-tests of the
     networks of two conditions, Bonferroni-corrected for the len(pairs) comparisons of the panel; one per
-    seed (the paper trained one network per condition). t > 0: the first condition errs more."""
+    seed (the paper trained one network per condition), pairing the networks of the same seed, so a seed
+    that failed in one condition leaves out only its own test. t > 0: the first condition errs more."""
     from scipy import stats
     rows = []
     for a, b in pairs:
+        ra, rb = ({s: r for s, r in zip(c[k]["seeds"], c[k]["retests"]) if r} for k in (a, b))
+        seeds = sorted(set(ra) & set(rb))
         ours = []
-        for ra, rb in zip(c[a]["retests"], c[b]["retests"]):
-            t, p = stats.ttest_ind(ra, rb)
+        for s in seeds:
+            t, p = stats.ttest_ind(ra[s], rb[s])
             ours.append([float(t), float(min(1.0, p * len(pairs)))])
-        rows.append({"a": a, "b": b, "ours": ours, "paper": list(paper[a, b]) if (a, b) in paper else None})
+        rows.append({"a": a, "b": b, "seeds": seeds, "ours": ours,
+                     "paper": list(paper[a, b]) if (a, b) in paper else None})
     return rows
 
 
@@ -460,7 +471,7 @@ def report(name, c, tests=(), paper=PAPER_ERROR):
         final = np.array([row[-1] for row in v["test"]])
         retest = [np.mean(r) for r in v["retests"] if r]
         print(f"{name} {label:>18}: test error after epoch {len(v['test'][0])} {final.mean():.2f} +- "
-              f"{final.std():.2f} % ({len(final)} seeds)" + (f", re-tests {np.mean(retest):.2f} %" if retest else "")
+              f"{sd(final):.2f} % ({len(final)} seeds)" + (f", re-tests {np.mean(retest):.2f} %" if retest else "")
               + (f"; paper {paper[label]} %" if label in paper else ""))
     for row in tests:
         ours = ", ".join(f"t = {t:.2f}, p = {p:.2g}" for t, p in row["ours"])
@@ -483,9 +494,9 @@ def plot_curves(ax, c, title, paper=PAPER_ERROR, last=None):
     for i, (label, v) in enumerate(c.items()):
         E = np.array(v["test"])[:, :last]
         x = np.arange(1, E.shape[1] + 1)
-        m, sd = E.mean(axis=0), E.std(axis=0)
-        ax.plot(x, m, color=f"C{i}", lw=1.5, label=f"{label}: {m[-1]:.2f} ± {sd[-1]:.2f} % ({len(E)} seeds)")
-        ax.fill_between(x, m - sd, m + sd, color=f"C{i}", alpha=0.25, lw=0)
+        m, s = E.mean(axis=0), sd(E, axis=0)
+        ax.plot(x, m, color=f"C{i}", lw=1.5, label=f"{label}: {m[-1]:.2f} ± {s[-1]:.2f} % ({len(E)} seeds)")
+        ax.fill_between(x, m - s, m + s, color=f"C{i}", alpha=0.25, lw=0)
         if label in paper:
             ax.axhline(paper[label], color=f"C{i}", ls="--", lw=1, label=f"paper, {label}: {paper[label]} %")
     ax.set_xlabel("epoch")
@@ -497,13 +508,16 @@ def plot_curves(ax, c, title, paper=PAPER_ERROR, last=None):
 
 
 def plot_retests(ax, c, tests):
-    """The re-tests of each condition's first seed, and the t-tests beside the paper's."""
-    labels = [k for k, v in c.items() if v["retests"] and v["retests"][0]]
-    ax.boxplot([c[k]["retests"][0] for k in labels], tick_labels=labels)
+    """The re-tests of each condition's network of the first seed (the lowest seed number among the
+    conditions' re-tested runs; a condition without it: its own lowest), and the t-tests beside the paper's."""
+    tested = {k: {s: r for s, r in zip(v["seeds"], v["retests"]) if r} for k, v in c.items()}
+    tested = {k: v for k, v in tested.items() if v}
+    first = min(s for v in tested.values() for s in v) if tested else None
+    ax.boxplot([v.get(first, v[min(v)]) for v in tested.values()], tick_labels=list(tested))
     ax.set_ylabel("test error of re-tests (%)")
-    lines = [f"{r['a']} vs {r['b']}: t = {r['ours'][0][0]:.1f} (paper {r['paper'][0] if r['paper'] else '-'})"
-             for r in tests if r["ours"]]
-    ax.set_title("final network, first seed, fresh spikes per re-test\n" + "\n".join(lines), fontsize=7)
+    lines = [f"{r['a']} vs {r['b']}: t = {r['ours'][0][0]:.1f} (seed {r['seeds'][0]}; paper "
+             f"{r['paper'][0] if r['paper'] else '-'})" for r in tests if r["ours"]]
+    ax.set_title(f"final network, seed {first}, fresh spikes per re-test\n" + "\n".join(lines), fontsize=7)
     ax.tick_params(axis="x", labelsize=7)
 
 
@@ -553,7 +567,7 @@ def fig5(cfg, rng, quick):
     r = np.array([run["r_L0_L1"] for run in runs])                   # seeds x epochs x classes
     r_shuffled = np.array([run["r_L0_L1_shuffled"] for run in runs])
     twos = np.array(runs[0]["L0_L1_twos"][0])                        # epoch 1, first seed
-    print(f"fig 5: r(L0, L1) of the test '2's after epoch 1 {r[:, 0, 2].mean():.2f} +- {r[:, 0, 2].std():.2f}, "
+    print(f"fig 5: r(L0, L1) of the test '2's after epoch 1 {r[:, 0, 2].mean():.2f} +- {sd(r[:, 0, 2]):.2f}, "
           f"after epoch 2 {r[:, 1, 2].mean():.2f} ({len(runs)} seeds; shuffled {r_shuffled[:, 0, 2].mean():.2f}); "
           f"paper 0.61")
     return {"r": r, "r_shuffled": r_shuffled, "L0_twos": twos[:, 0], "L1_twos": twos[:, 1],

@@ -20,7 +20,7 @@ import numpy as np
 import baselines
 import datasets
 import sdnn
-from figures import new_figure, strip_out
+from figures import new_figure, sd, strip_out
 
 
 def _error_pct(pred, y):
@@ -63,7 +63,7 @@ def sdnn_fidelity(cfg, rng, quick):
                   f"{checkpoints} examples", flush=True)
             part["runs"][str(seed)] = errs
         runs = np.array(list(part["runs"].values()))
-        part["mean"], part["sd"] = runs.mean(0).tolist(), runs.std(0).tolist()
+        part["mean"], part["sd"] = runs.mean(0).tolist(), sd(runs, axis=0).tolist()
     return out
 
 
@@ -1111,7 +1111,7 @@ def protocol(cfg, quick, rows, names, epochs, n_seeds, factors):
             "command": " ".join(strip_out(runs[0]["command"])), "seeds": [r["seed"] for r in runs],
             "test_at_best_val": test, "best_epoch": [e for e, _ in best], "mean": float(np.mean(test)),
             "minutes_to_best": [_minutes_to(r, e) for r, (e, _) in zip(runs, best)],
-            "sd": float(np.std(test, ddof=1)) if len(test) > 1 else 0.0,
+            "sd": float(sd(test)),
             "curves": {k: _mean_curve(runs, f"{k}_error", n) for k in ("train", "val", "test")},
             "budget": {"runs": len(tuning_runs) + len(extra), "epochs": sum(r["epochs"] for r in tuning_runs + extra),
                        "minutes": sum(_run_minutes(r) for r in tuning_runs + extra),
@@ -1201,7 +1201,7 @@ def own_architectures(cfg, entries, n_seeds):
     for entry, o in out.items():
         hidden, _, epochs, published, source = OWN_ARCHITECTURE[entry]
         t = o["test_at_best_val"]
-        o.update(mean=float(np.mean(t)), sd=float(np.std(t, ddof=1)) if len(t) > 1 else 0.0, published=published,
+        o.update(mean=float(np.mean(t)), sd=float(sd(t)), published=published,
                  source=source, sizes="-".join(map(str, [784, *hidden, 10])), epochs=epochs)
         print(f"own architecture {entry:13s} {o['sizes']}: {o['mean']:.2f} +- {o['sd']:.2f} % "
               f"(published {published} %, {source}); within +0.5 points: {o['mean'] <= published + 0.5}")
@@ -1655,7 +1655,7 @@ def robustness_summary(r, threshold):
     for kind in ("test", "folds"):
         vals = [v for v in r.get(kind, []) if v is not None]
         if vals:
-            s[kind] = {"mean": float(np.mean(vals)), "sd": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
+            s[kind] = {"mean": float(np.mean(vals)), "sd": float(sd(vals)),
                        "n": len(vals)}
     return s
 
@@ -1776,11 +1776,11 @@ def plot_robustness(data):
         test = [v for v in r.get("test", []) if v is not None]
         ax.plot([i] * len(test), test, "o", color=color, alpha=0.6)
         if test:
-            ax.errorbar(i, np.mean(test), np.std(test, ddof=1) if len(test) > 1 else 0, fmt="_", color="k", ms=14,
+            ax.errorbar(i, np.mean(test), sd(test), fmt="_", color="k", ms=14,
                         capsize=4)
         folds = [v for v in r.get("folds", []) if v is not None]
         if folds:
-            ax.errorbar(i + 0.25, np.mean(folds), np.std(folds, ddof=1) if len(folds) > 1 else 0, fmt="D",
+            ax.errorbar(i + 0.25, np.mean(folds), sd(folds), fmt="D",
                         color=color, mfc="none", capsize=3)
     ax.set_xticks(range(len(rules)), [RULE_STYLE.get(r, (r,))[0] for r in rules], rotation=30, fontsize=8)
     ax.set_ylabel("error (%)")

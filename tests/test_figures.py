@@ -121,3 +121,23 @@ def test_kh_fields_say_how_many_are_unconverged():
     assert figures.kh_verdict(figures.kh_unconverged(W, 2.0), 100, 200) == (
         "at least 10 of 100 fields are unconverged (10 of 100 units have not reached norm 1)")
     assert figures.kh_verdict(0, 100, 10) == "all 100 units have reached norm 1 after 10 of the demo notebook's 200 epochs"
+
+
+def test_ttests_pair_the_networks_of_the_same_seed_and_match_the_pooled_t():
+    """Seed 0 failed in one condition: the t-test compares seed 1 with seed 1 (not seed 0 with seed 1), and
+    its t is the pooled two-sample t computed by hand; Bonferroni multiplies p by the panel's comparisons."""
+    rng = np.random.default_rng(0)
+    r = {0: list(rng.normal(4.0, 0.1, 20)), 1: list(rng.normal(3.56, 0.1, 20))}
+    q1 = list(rng.normal(3.5, 0.1, 20))
+    c = {"a": {"seeds": [0, 1], "retests": [r[0], r[1]]}, "b": {"seeds": [1], "retests": [q1]}}
+    rows = figures.ttests(c, [("a", "b"), ("b", "a")])
+    assert rows[0]["seeds"] == [1] and len(rows[0]["ours"]) == 1
+    x, y = np.array(r[1]), np.array(q1)
+    sp = math.sqrt(((len(x) - 1) * x.var(ddof=1) + (len(y) - 1) * y.var(ddof=1)) / (len(x) + len(y) - 2))
+    t = (x.mean() - y.mean()) / (sp * math.sqrt(1 / len(x) + 1 / len(y)))
+    p = 2 * stats.t.sf(abs(t), len(x) + len(y) - 2)
+    assert rows[0]["ours"][0][0] == pytest.approx(t, rel=1e-9) and rows[1]["ours"][0][0] == pytest.approx(-t, rel=1e-9)
+    assert 1e-6 < p < 0.5 and rows[0]["ours"][0][1] == pytest.approx(min(1.0, 2 * p), rel=1e-6)
+    fig = Figure()
+    figures.plot_retests(fig.add_subplot(), c, rows)      # draws seed 0's box for a, b's own seed 1
+    assert "seed 0" in fig.axes[0].get_title() and "seed 1;" in fig.axes[0].get_title()
