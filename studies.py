@@ -1049,6 +1049,16 @@ def _usable(result):
     return "error" not in result and not result.get("diverged")
 
 
+def _first_epochs(result, epochs):
+    """A finished run that a longer command trained (a run's name leaves out its epochs, so it is reused):
+    what it was after `epochs` epochs, the per-epoch lists of experiments.log_epoch cut there."""
+    if "error" in result or result["epochs"] <= epochs:
+        return result
+    cut = {k: result[k][:epochs] for k in ("train_error", "val_error", "test_error", "seconds_per_epoch",
+                                           "eval_seconds_per_epoch")}
+    return {**result, **cut, "epochs": epochs}
+
+
 def _minutes_to(result, epoch):
     """Wall minutes of a run's first `epoch` epochs (training, testing; kh's unsupervised stage)."""
     return (sum(result["seconds_per_epoch"][:epoch]) + sum(result["eval_seconds_per_epoch"][:epoch])
@@ -1082,7 +1092,7 @@ def protocol(cfg, quick, rows, names, epochs, n_seeds, factors):
                                                           rate_setting(entry, factor, *rate)], hidden=hidden)
     keys = [(label, ds) for label in rows for ds in names]
     tuning = {(label, ds, f): argv(rows[label], ds, f, cfg.seed) for label, ds in keys for f in factors}
-    tuned = dict(zip(tuning, _run_all(list(tuning.values()), cfg)))
+    tuned = {k: _first_epochs(r, epochs) for k, r in zip(tuning, _run_all(list(tuning.values()), cfg))}
     chosen, final = {}, {}
     for label, ds in keys:
         ok = {f: r for f in factors if _usable(r := tuned[label, ds, f])}
@@ -1090,7 +1100,7 @@ def protocol(cfg, quick, rows, names, epochs, n_seeds, factors):
             chosen[label, ds] = min(ok, key=lambda f, ok=ok: min(ok[f]["val_error"]))
             for seed in range(cfg.seed, cfg.seed + n_seeds):
                 final[label, ds, seed] = argv(rows[label], ds, chosen[label, ds], seed)
-    finals = dict(zip(final, _run_all(list(final.values()), cfg)))
+    finals = {k: _first_epochs(r, epochs) for k, r in zip(final, _run_all(list(final.values()), cfg))}
     out = {label: {} for label in rows}
     for label, ds in keys:
         cands = [{"factor": f, "minutes": _run_minutes(r) if "error" not in (r := tuned[label, ds, f]) else None,
@@ -1193,6 +1203,7 @@ def own_architectures(cfg, entries, n_seeds):
             keys.append(entry)
     out = {}
     for entry, r in zip(keys, _run_all(argvs, cfg)):
+        r = _first_epochs(r, OWN_ARCHITECTURE[entry][2])
         if _usable(r):
             o = out.setdefault(entry, {"test_at_best_val": [], "minutes": [],
                                        "command": " ".join(strip_out(r["command"]))})

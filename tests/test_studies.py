@@ -228,6 +228,22 @@ def test_protocol_picks_the_rate_by_validation_and_reads_the_test_error_there(mo
     assert out["budget"] == {"runs": 5, "epochs": 15, "minutes": 15.0, "tuning_minutes": 9.0}
 
 
+def test_protocol_reads_a_reused_longer_run_only_up_to_the_epochs_asked(monkeypatch, tmp_path):
+    """Every run was trained for 5 epochs by an earlier, longer command (its name leaves the epochs out):
+    a 3-epoch protocol must choose, read the test error and count the budget on epochs 1-3 only, as if the
+    runs had stopped there (their lowest validation error, at epoch 5, is past the protocol's end)."""
+    def curves(argv):
+        seed = int(argv[argv.index("--seed") + 1])
+        return [0.30, 0.20, 0.25, 0.22, 0.01], [0.40, 0.10 + 0.01 * seed, 0.30, 0.30, 0.90]
+    monkeypatch.setattr(experiments, "run_all", fake_runs(curves))
+    cfg = figures.FigConfig(runs=str(tmp_path))
+    out = studies.protocol(cfg, False, {"bp": ("bp", [], (500,))}, ["mnist"], 3, 2, (1.0,))["bp"]["mnist"]
+    assert [c["lowest_val_error"] for c in out["candidates"]] == pytest.approx([20])
+    assert out["best_epoch"] == [2, 2] and out["test_at_best_val"] == pytest.approx([10, 11])
+    assert out["minutes_to_best"] == pytest.approx([2.0, 2.0]) and out["curves"]["val"] == pytest.approx([30, 20, 25])
+    assert out["budget"] == {"runs": 2, "epochs": 6, "minutes": 6.0, "tuning_minutes": 3.0}
+
+
 def test_every_rule_has_a_rate_to_tune():
     for entry in studies.COMPARED:
         item = studies.rate_setting(entry, 3.0)
