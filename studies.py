@@ -318,7 +318,36 @@ def _peak_memory_mnist_run(quick, data_dir):
     return peak
 
 
-BENCHES = {"bp": bench_bp, "rules": bench_rules, "sdnn": bench_sdnn}
+def bench_sweep(quick, data_dir=None):
+    """The throughput of experiments.run_all's local executor: 8 short sdnn runs (2 epochs of 2,000 MNIST
+    images each; quick: 4 runs of 1 epoch) one at a time and one per core, timed serial, parallel, parallel,
+    serial, so that a drift of the machine's speed cancels (each number: the mean of its two rounds). The
+    robustness issue's target on a 2-core machine: one per core in <= 0.6 of the serial wall time. Needs
+    MNIST; idle cores for a fair number."""
+    import tempfile
+
+    import experiments
+    n, epochs = (4, 1) if quick else (8, 2)
+    workers = max(2, os.cpu_count() or 1)                 # one per core (2 on a 1-core machine: ratio ~1)
+    with tempfile.TemporaryDirectory() as tmp:
+        sweep = lambda out: [["--train", "sdnn", "--quick", "--epochs", str(epochs), "--seed", str(s), "--out",
+                              os.path.join(tmp, out)] + (["--data-dir", data_dir] if data_dir else []) for s in range(n)]
+        experiments.run_all(sweep("warm")[:1], quiet=True)                  # the kernels compiled and cached
+        seconds = {1: 0.0, workers: 0.0}
+        for i, w in enumerate((1, workers, workers, 1)):
+            start = time.perf_counter()
+            failed = [r["error"] for r in experiments.run_all(sweep(str(i)), workers=w, quiet=True) if "error" in r]
+            seconds[w] += (time.perf_counter() - start) / 2
+            if failed:
+                raise RuntimeError(f"bench sweep: {len(failed)} runs failed, the first: {failed[0]}")
+    ratio = seconds[workers] / seconds[1]
+    print(f"{n} sdnn runs of {epochs} epochs: one at a time {seconds[1]:.1f} s, {workers} at a time "
+          f"{seconds[workers]:.1f} s ({ratio:.2f} of the serial time; target <= 0.6 on 2 cores)", flush=True)
+    return {"runs": n, "epochs": epochs, "workers": workers, "serial_s": seconds[1], "parallel_s": seconds[workers],
+            "ratio": ratio}
+
+
+BENCHES = {"bp": bench_bp, "rules": bench_rules, "sdnn": bench_sdnn, "sweep": bench_sweep}
 
 
 # ================================================================================================
