@@ -141,3 +141,19 @@ def test_ttests_pair_the_networks_of_the_same_seed_and_match_the_pooled_t():
     fig = Figure()
     figures.plot_retests(fig.add_subplot(), c, rows)      # draws seed 0's box for a, b's own seed 1
     assert "seed 0" in fig.axes[0].get_title() and "seed 1;" in fig.axes[0].get_title()
+
+
+def test_all_runs_holds_every_figures_runs_once_the_longest_first():
+    """--fig all's list: exactly the distinct runs of the figures' conditions (a shared run once), sorted by
+    epochs x synapses: the 60-epoch 784-500-100-10 runs first, then 784-500-10's 60, 20 and 10 epochs, and
+    784-10 last."""
+    cfg = figures.FigConfig(runs="runs")
+    runs = figures.all_runs(cfg, quick=False)
+    every = {tuple(a) for conds in figures._conditions().values() for a in figures.run_argvs(cfg, False, conds)[0]}
+    assert len(runs) == len(set(runs)) and set(runs) == every
+    epochs = [int(a[a.index("--epochs") + 1]) for a in runs]
+    i = runs[0].index("--hidden")
+    assert runs[0][i + 1:i + 4] == ("500", "100", "--retests") and epochs[0] == 60
+    j = runs[-1].index("--hidden")
+    assert runs[-1][j + 1] == "--retests"                    # 784-10: 60 epochs of 7,840 synapses, the shortest
+    assert max(k for k, e in enumerate(epochs) if e == 20) < min(k for k, e in enumerate(epochs) if e == 10)
