@@ -144,7 +144,9 @@ def fit(trainer, n_train, epochs, rng, result, path, resume=False, quiet=False):
                              f"{path} and its checkpoint hold the last epoch written (--resume continues)") from None
     with saved_on_interrupt(result, path):
         if trainer.start and pre_done == 0 and result["epochs"] == 0:
+            start = time.perf_counter()
             result.update(trainer.start(m))
+            result["start_seconds"] = time.perf_counter() - start
         for i in range(pre_done, trainer.pre_epochs):
             start, perm = time.perf_counter(), rng.permutation(n_train)
             with progress(n_train, f"unsupervised {i + 1}/{trainer.pre_epochs}", quiet) as bar:
@@ -181,7 +183,9 @@ def fit(trainer, n_train, epochs, rng, result, path, resume=False, quiet=False):
         else:
             if not result.get("finished"):
                 if trainer.finish:
+                    start = time.perf_counter()
                     result.update(trainer.finish(m))
+                    result["finish_seconds"] = time.perf_counter() - start
                 result["finished"] = True
             save(trainer.pre_epochs)
     return result
@@ -923,7 +927,8 @@ def draw(args, kind):
         start = time.perf_counter()
         if not args.replot:
             cfg = fig_config(args)
-            run_all(figures.all_runs(cfg, args.quick), quiet=args.quiet, scheduler=cfg.scheduler)
+            argvs = figures.all_runs(cfg, args.quick)
+            print(figures.suite_time(argvs, run_all(argvs, quiet=args.quiet, scheduler=cfg.scheduler), cfg.seed))
         failed, paper = {}, [n for n in table if n[0].isdigit()]
         for n in paper:
             try:                        # one figure that cannot be drawn does not stop the others

@@ -426,6 +426,27 @@ def all_runs(cfg, quick):
     return sorted(cost, key=cost.get, reverse=True)
 
 
+def suite_time(argvs, results, seed, workers=2):
+    """The wall time of the training figures' runs for one seed (--seed itself, and the backprop twin's
+    seed + 100) on `workers` cores, from the runs' own records: each run's typical epoch (the median of its
+    training + testing seconds, robust to epochs slowed by other jobs) times its epochs, plus its initial
+    test and re-tests (runs recorded before those were timed: one test and `--retests` tests, each as long
+    as a typical epoch's testing); the runs scheduled longest first, each on the core that frees first."""
+    hours = []
+    for argv, r in zip(argvs, results):
+        if "error" in r or r.get("seed") not in (seed, seed + 100) or not r.get("seconds_per_epoch"):
+            continue
+        test = float(np.median(r["eval_seconds_per_epoch"]))
+        extra = r.get("start_seconds", test) + r.get("finish_seconds", test * (r.get("retests") or 0))
+        hours.append((float(np.median(np.add(r["seconds_per_epoch"], r["eval_seconds_per_epoch"]))) * r["epochs"]
+                      + extra) / 3600)
+    cores = [0.0] * workers
+    for h in sorted(hours, reverse=True):
+        cores[cores.index(min(cores))] += h
+    return (f"one seed of the training figures: {len(hours)} finished runs, {sum(hours):.1f} core-hours; "
+            f"{max(cores):.1f} h on {workers} cores (the runs' own times, longest first)")
+
+
 def curves(results):
     """Per condition: test error (%) per epoch (a row per seed), the final re-tests (%), the seeds, the
     wall time per run (minutes) and the run's command."""

@@ -139,6 +139,9 @@ def test_sdnn_retests_the_final_network_with_fresh_spikes(tmp_path):
     assert res["test_retest_mean"] == pytest.approx(statistics.mean(errs))
     assert res["test_retest_sd"] == pytest.approx(statistics.stdev(errs))
     assert abs(res["test_retest_mean"] - res["test_error"][-1]) < 0.05   # the same network, the same 500 digits
+    # timed for figures.suite_time: the initial test (it may include compiling), and 4 re-tests, each about
+    # as long as an epoch's testing (which also tests the validation images)
+    assert res["start_seconds"] > 0 and res["finish_seconds"] > 4 * 0.2 * min(res["eval_seconds_per_epoch"])
 
 
 TRAINING_FIGURES = ["5", "5s1", "6", "6s1", "7", "8", "8s1", "9"]

@@ -157,3 +157,17 @@ def test_all_runs_holds_every_figures_runs_once_the_longest_first():
     j = runs[-1].index("--hidden")
     assert runs[-1][j + 1] == "--retests"                    # 784-10: 60 epochs of 7,840 synapses, the shortest
     assert max(k for k, e in enumerate(epochs) if e == 20) < min(k for k, e in enumerate(epochs) if e == 10)
+
+
+def test_suite_time_schedules_one_seeds_runs_longest_first_on_two_cores():
+    """Hand-computed: runs of 3 h (one epoch slowed 25x by other jobs: the median ignores it), 1.5 h (no
+    timed start: one test's time is added) and the backprop twin's 2 h (seed 100); seed 1 and a failed run
+    are left out. Longest first on 2 cores: 3 h | 2 h + 1.5 h, so 3.5 h, and 6.5 core-hours."""
+    run = lambda seed, spe, ev, **kw: {"seed": seed, "epochs": len(spe), "seconds_per_epoch": spe,
+                                        "eval_seconds_per_epoch": ev, **kw}
+    results = [run(0, [3000, 3000, 90000], [600, 600, 600], start_seconds=0, finish_seconds=0),
+               run(0, [1800], [1800]),
+               run(100, [2700, 2700], [900, 900], start_seconds=0, finish_seconds=0),
+               run(1, [9e9], [0]), {"error": "crashed"}]
+    text = figures.suite_time([()] * len(results), results, seed=0)
+    assert "3 finished runs, 6.5 core-hours; 3.5 h on 2 cores" in text

@@ -16,7 +16,8 @@ import sdnn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = replace(sdnn.PAPER, hidden=(20,), etas=(0.5, 0.5))
-TIMING = ("seconds_per_epoch", "eval_seconds_per_epoch", "pre_seconds_per_epoch", "command", "interrupted")
+TIMING = ("seconds_per_epoch", "eval_seconds_per_epoch", "pre_seconds_per_epoch", "start_seconds", "finish_seconds",
+          "command", "interrupted")
 
 
 def _inputs(rng, n, n_in=64):
