@@ -244,6 +244,25 @@ def test_protocol_reads_a_reused_longer_run_only_up_to_the_epochs_asked(monkeypa
     assert out["budget"] == {"runs": 2, "epochs": 6, "minutes": 6.0, "tuning_minutes": 3.0}
 
 
+def test_study_runs_start_longest_first_and_come_back_in_the_callers_order(monkeypatch):
+    """studies._run_all launches the spiking sdnn run first and BP's last (per example 25x BP's; KH's
+    unsupervised epochs count; 784-2000-10 has 4x the synapses of 784-500-10) and returns each result at
+    its command's place."""
+    launched = []
+
+    def run_all(argvs, workers=None, quiet=False, scheduler=None):
+        launched.extend(a[1] + (a[a.index("--preset") + 1] if "--preset" in a else "") for a in argvs)
+        return [{"command": a} for a in argvs]
+    monkeypatch.setattr(experiments, "run_all", run_all)
+    argvs = [["--train", "bp", "--hidden", "500", "--epochs", "20"],
+             ["--train", "kh", "--hidden", "2000", "--epochs", "20", "--set", "epochs_unsup=40"],
+             ["--train", "sdnn", "--hidden", "500", "--preset", "rate", "--epochs", "20"],
+             ["--train", "sdnn", "--hidden", "500", "--epochs", "20", "--preset", "paper"]]
+    results = studies._run_all(argvs, figures.FigConfig(runs="runs"))
+    assert [r["command"] for r in results] == argvs
+    assert launched == ["sdnnpaper", "kh", "sdnnrate", "bp"]       # costs 25 x 20, 1 x 60 x 4, 2 x 20, 1 x 20
+
+
 def test_every_rule_has_a_rate_to_tune():
     for entry in studies.COMPARED:
         item = studies.rate_setting(entry, 3.0)
