@@ -883,11 +883,14 @@ def run_all(argvs, workers=None, quiet=False, scheduler=None):
     """Run `python experiments.py ARGV --resume --quiet` for every --train ARGV, `workers` at a time (default:
     one per core), each process with one thread and its log beside its JSON; with `scheduler`, the address
     of a Dask scheduler (tcp://HOST:PORT), on that cluster's workers instead (executor.py). A finished run is
-    not run again, an interrupted one resumes, a run listed twice runs once, a run that another process
-    is training (its .lock) is waited for. Returns the results in order; a
-    failed run's result is {"error": the end of its log, "command": argv}, and the others go on."""
+    not run again, an interrupted one resumes, a run listed twice runs once (to the most epochs it is
+    listed with), a run that another process is training (its .lock) is waited for. Returns the results in
+    order; a failed run's result is {"error": the end of its log, "command": argv}, and the others go on."""
     paths = [run_path(a) for a in argvs]
-    todo = {p: a for a, p in zip(argvs, paths) if not finished_run(a, p)}     # one entry per run
+    todo = {}                                                                  # one entry per run
+    for a, p in zip(argvs, paths):
+        if not finished_run(a, p) and (p not in todo or parse(a).epochs > parse(todo[p]).epochs):
+            todo[p] = a
     import executor
     errors = (executor.run_on(scheduler, list(todo.items()), quiet) if todo and scheduler else
               executor.run_local(list(todo.items()), workers, quiet))
@@ -928,18 +931,18 @@ def draw(args, kind):
         if not args.replot:
             cfg = fig_config(args)
             argvs = figures.all_runs(cfg, args.quick)
-            print(figures.suite_time(argvs, run_all(argvs, quiet=args.quiet, scheduler=cfg.scheduler), cfg.seed))
+            print(figures.suite_time(run_all(argvs, quiet=args.quiet, scheduler=cfg.scheduler), cfg.seed))
         failed, paper = {}, [n for n in table if n[0].isdigit()]
         for n in paper:
             try:                        # one figure that cannot be drawn does not stop the others
                 draw(argparse.Namespace(**dict(vars(args), fig=n)), kind)
-            except (ValueError, OSError, RuntimeError, KeyError, IndexError, datasets.DataError) as err:
+            except Exception as err:    # whatever it is: printed now, named again at the end
                 print(f"error: figure {n}: {err}", file=sys.stderr)
                 failed[n] = err
         print(f"{len(paper) - len(failed)} of {len(paper)} figures drawn in {(time.perf_counter() - start) / 3600:.2f} h")
         if failed:
             raise ValueError(f"figures {' '.join(failed)} could not be drawn (each error above); the others "
-                             f"are saved, and a re-launch reuses every finished run")
+                             f"are saved" + ("" if args.replot else ", and a re-launch reuses every finished run"))
         return
     if name not in table:
         what = "figure" if kind == "fig" else "study"

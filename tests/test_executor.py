@@ -79,6 +79,19 @@ def _sweep(out, epochs=40):
              "--lr", str(lr), "--out", str(out)] for lr in (1e-3, 2e-3, 3e-3)]
 
 
+def test_a_run_listed_with_two_lengths_runs_once_to_the_longer(tmp_path, capsys):
+    """One run (its name leaves out the epochs) asked for 3 and for 1 epochs, in either order: it is
+    launched once, to 3 epochs, and both commands get it (the shorter one is served by the longer run)."""
+    for order in ((3, 1), (1, 3)):
+        out = tmp_path / str(order[0])
+        argvs = [_sweep(out, epochs=e)[0] for e in order]
+        capsys.readouterr()
+        results = experiments.run_all(argvs, workers=2, quiet=True)
+        launched = [line for line in capsys.readouterr().out.splitlines() if line.startswith("run: ")]
+        assert launched == [f"run: python experiments.py {' '.join(_sweep(out, epochs=3)[0])}"], order
+        assert [r.get("epochs") for r in results] == [3, 3] and results[0]["path"] == results[1]["path"]
+
+
 def test_a_killed_sweep_relaunched_runs_only_the_unfinished_runs(tmp_path, capsys):
     """Kill the sweep (SIGTERM to run_all) while its second run is under way: the relaunch does not run the
     first again, resumes the second from its checkpoint, starts the third, and the resumed run ends as an
