@@ -426,14 +426,14 @@ def all_runs(cfg, quick):
     return sorted(cost, key=cost.get, reverse=True)
 
 
-def suite_time(argvs, results, seed, workers=2):
+def suite_time(results, seed, workers=2):
     """The wall time of the training figures' runs for one seed (--seed itself, and the backprop twin's
     seed + 100) on `workers` cores, from the runs' own records: each run's typical epoch (the median of its
     training + testing seconds, robust to epochs slowed by other jobs) times its epochs, plus its initial
     test and re-tests (runs recorded before those were timed: one test and `--retests` tests, each as long
     as a typical epoch's testing); the runs scheduled longest first, each on the core that frees first."""
     hours = []
-    for argv, r in zip(argvs, results):
+    for r in results:
         if "error" in r or r.get("seed") not in (seed, seed + 100) or not r.get("seconds_per_epoch"):
             continue
         test = float(np.median(r["eval_seconds_per_epoch"]))
@@ -542,7 +542,7 @@ def plot_retests(ax, c, tests):
     first = min(s for v in tested.values() for s in v) if tested else None
     ax.boxplot([v.get(first, v[min(v)]) for v in tested.values()], tick_labels=list(tested))
     ax.set_ylabel("test error of re-tests (%)")
-    lines = [f"{r['a']} vs {r['b']}: t = {r['ours'][0][0]:.1f} (seed {r['seeds'][0]}; paper "
+    lines = [f"{r['a']} vs {r['b']}: t = {r['ours'][0][0]:.1f} (seed {r.get('seeds', ['?'])[0]}; paper "
              f"{r['paper'][0] if r['paper'] else '-'})" for r in tests if r["ours"]]
     ax.set_title(f"final network, seed {first}, fresh spikes per re-test\n" + "\n".join(lines), fontsize=7)
     ax.tick_params(axis="x", labelsize=7)

@@ -433,6 +433,7 @@ COMPARED = ("bp", "fa", "dfa", "sign", "dtp", "sdtp", "aosdtp", "kh", "eqprop", 
 # Training time per example relative to BP's, on 784-500-10 (reference/complexity.json, one core): only to
 # start a study's longest runs first, so that its short ones fill the end and no core idles beside the last.
 RELATIVE_COST = {"sdnn": 25.0, "sdnn:rate": 2.0, "eqprop": 7.0, "microcircuit": 4.0, "aosdtp": 2.7}
+INPUTS = {"cifar10": 3072, "digits": 64}         # inputs per image; MNIST and Fashion-MNIST 784
 
 
 def _cost(argv):
@@ -442,7 +443,7 @@ def _cost(argv):
     rule, preset = argv[1], value("--preset", "paper")
     i = argv.index("--hidden") + 1 if "--hidden" in argv else len(argv)
     hidden = [int(a) for a in itertools.takewhile(str.isdigit, argv[i:])]
-    sizes = [784, *hidden, 10]
+    sizes = [INPUTS.get(value("--dataset", "mnist"), 784), *hidden, 10]
     epochs = int(value("--epochs", 1)) + sum(int(a.split("=")[1]) for a in argv if a.startswith("epochs_unsup="))
     weight = RELATIVE_COST.get(f"{rule}:{preset}" if rule == "sdnn" else rule, RELATIVE_COST.get(rule, 1.0))
     return weight * epochs * sum(a * b for a, b in zip(sizes, sizes[1:]))
@@ -1108,7 +1109,8 @@ def _first_epochs(result, epochs):
         return result
     cut = {k: result[k][:epochs] for k in ("train_error", "val_error", "test_error", "seconds_per_epoch",
                                            "eval_seconds_per_epoch")}
-    return {**result, **cut, "epochs": epochs}
+    # a divergence or a stall after those epochs is not theirs (experiments.fit flags them when they happen)
+    return {**{k: v for k, v in result.items() if k != "stuck_at_chance"}, **cut, "epochs": epochs, "diverged": False}
 
 
 def _minutes_to(result, epoch):

@@ -263,6 +263,21 @@ def test_study_runs_start_longest_first_and_come_back_in_the_callers_order(monke
     assert launched == ["sdnnpaper", "kh", "sdnnrate", "bp"]       # costs 25 x 20, 1 x 60 x 4, 2 x 20, 1 x 20
 
 
+def test_first_epochs_cuts_a_longer_run_and_its_later_flags():
+    """A run that diverged in its 6th epoch (5 logged) read for 3 epochs: the lists cut at 3 and not diverged
+    (its first 3 epochs were fine); read for 5 or more: unchanged. The cost of a CIFAR-10 run counts its
+    3,072 inputs."""
+    r = {"epochs": 5, "diverged": True, "stuck_at_chance": True, "seed": 0,
+         **{k: [0.1 * i for i in range(5)] for k in ("train_error", "val_error", "test_error", "seconds_per_epoch",
+                                                    "eval_seconds_per_epoch")}}
+    cut = studies._first_epochs(r, 3)
+    assert cut["epochs"] == 3 and cut["val_error"] == pytest.approx([0, 0.1, 0.2]) and not cut["diverged"]
+    assert "stuck_at_chance" not in cut and cut["seed"] == 0 and r["epochs"] == 5     # the original untouched
+    assert studies._first_epochs(r, 5) is r and studies._first_epochs({"error": "x"}, 1) == {"error": "x"}
+    assert studies._cost(["--train", "bp", "--dataset", "cifar10", "--hidden", "500", "--epochs", "2"]) == \
+        2 * (3072 * 500 + 500 * 10)
+
+
 def test_every_rule_has_a_rate_to_tune():
     for entry in studies.COMPARED:
         item = studies.rate_setting(entry, 3.0)
