@@ -990,9 +990,10 @@ def dynamics(cfg, rng, quick):
     for entry, result in zip(COMPARED, _run_all(argvs, cfg)):
         if "error" in result:
             continue
-        points = [p for epoch in result["dynamics"] for p in epoch]
+        # [:epochs]: a finished longer run is reused (a run's name leaves out its epochs): its first epochs
+        points = [p for epoch in result["dynamics"][:epochs] for p in epoch]
         out["rules"][entry] = {key: [p.get(key) for p in points] for key in points[0]}
-        out["rules"][entry]["test_error"] = result["test_error"]
+        out["rules"][entry]["test_error"] = result["test_error"][:epochs]
         out["commands"][entry] = " ".join(strip_out(result["command"]))
         last = points[-1]
         print(f"dynamics {entry:13s} after {last['examples']} examples: angle to BP {last['angle_bp']}, feedback "

@@ -278,6 +278,21 @@ def test_first_epochs_cuts_a_longer_run_and_its_later_flags():
         2 * (3072 * 500 + 500 * 10)
 
 
+def test_dynamics_reads_a_reused_longer_run_only_up_to_its_epochs(monkeypatch):
+    """Every rule's run was trained for 3 epochs by an earlier command; the 2-epoch study shows epochs 1-2:
+    epoch 1's two blocks and epoch 2's point, and two test errors."""
+    def point(n):
+        return {"examples": n, "angle_bp": [80.0], "feedback_angle": [45.0], "cka_bp_twin": [0.5]}
+
+    def run_all(argvs, workers=None, quiet=False, scheduler=None):
+        return [{"dynamics": [[point(0), point(50)], [point(100)], [point(200)]], "test_error": [0.3, 0.2, 0.1],
+                 "command": a} for a in argvs]
+    monkeypatch.setattr(experiments, "run_all", run_all)
+    out = studies.dynamics(figures.FigConfig(runs="runs", epochs=2), np.random.default_rng(0), False)
+    for r in out["rules"].values():
+        assert r["examples"] == [0, 50, 100] and r["test_error"] == [0.3, 0.2]
+
+
 def test_every_rule_has_a_rate_to_tune():
     for entry in studies.COMPARED:
         item = studies.rate_setting(entry, 3.0)
