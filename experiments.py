@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import itertools
 import json
 import os
 import pickle
@@ -879,18 +880,39 @@ def finished_run(argv, path):
     return result if result.get("finished") and result["epochs"] >= parse(argv).epochs else None
 
 
+# Training time per example relative to BP's, on 784-500-10 (reference/complexity.json, one core): only to
+# start the longest runs first, so that the short ones fill the end and no core idles beside the last.
+RELATIVE_COST = {"sdnn": 25.0, "sdnn:rate": 2.0, "eqprop": 7.0, "microcircuit": 4.0, "aosdtp": 2.7}
+INPUTS = {"cifar10": 3072, "digits": 64}         # inputs per image; MNIST and Fashion-MNIST 784
+
+
+def run_cost(argv):
+    """A rough cost of a --train command: relative cost per example x synapses x epochs (with KH's
+    unsupervised ones)."""
+    value = lambda flag, default: argv[argv.index(flag) + 1] if flag in argv else default
+    rule, preset = argv[1], value("--preset", "paper")
+    i = argv.index("--hidden") + 1 if "--hidden" in argv else len(argv)
+    hidden = [int(a) for a in itertools.takewhile(str.isdigit, argv[i:])]
+    sizes = [INPUTS.get(value("--dataset", "mnist"), 784), *hidden, 10]
+    epochs = int(value("--epochs", 1)) + sum(int(a.split("=")[1]) for a in argv if a.startswith("epochs_unsup="))
+    weight = RELATIVE_COST.get(f"{rule}:{preset}" if rule == "sdnn" else rule, RELATIVE_COST.get(rule, 1.0))
+    return weight * epochs * sum(a * b for a, b in zip(sizes, sizes[1:]))
+
+
 def run_all(argvs, workers=None, quiet=False, scheduler=None):
     """Run `python experiments.py ARGV --resume --quiet` for every --train ARGV, `workers` at a time (default:
     one per core), each process with one thread and its log beside its JSON; with `scheduler`, the address
     of a Dask scheduler (tcp://HOST:PORT), on that cluster's workers instead (executor.py). A finished run is
     not run again, an interrupted one resumes, a run listed twice runs once (to the most epochs it is
     listed with), a run that another process is training (its .lock) is waited for. Returns the results in
-    order; a failed run's result is {"error": the end of its log, "command": argv}, and the others go on."""
+    order; a failed run's result is {"error": the end of its log, "command": argv}, and the others go on.
+    The runs start longest first (run_cost)."""
     paths = [run_path(a) for a in argvs]
     todo = {}                                                                  # one entry per run
     for a, p in zip(argvs, paths):
         if not finished_run(a, p) and (p not in todo or parse(a).epochs > parse(todo[p]).epochs):
             todo[p] = a
+    todo = dict(sorted(todo.items(), key=lambda item: -run_cost(item[1])))
     import executor
     errors = (executor.run_on(scheduler, list(todo.items()), quiet) if todo and scheduler else
               executor.run_local(list(todo.items()), workers, quiet))

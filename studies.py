@@ -430,35 +430,11 @@ COMPARED = ("bp", "fa", "dfa", "sign", "dtp", "sdtp", "aosdtp", "kh", "eqprop", 
             "sdnn:paper", "sdnn:rate")
 
 
-# Training time per example relative to BP's, on 784-500-10 (reference/complexity.json, one core): only to
-# start a study's longest runs first, so that its short ones fill the end and no core idles beside the last.
-RELATIVE_COST = {"sdnn": 25.0, "sdnn:rate": 2.0, "eqprop": 7.0, "microcircuit": 4.0, "aosdtp": 2.7}
-INPUTS = {"cifar10": 3072, "digits": 64}         # inputs per image; MNIST and Fashion-MNIST 784
-
-
-def _cost(argv):
-    """A rough cost of a --train command: relative cost per example x synapses x epochs (with KH's
-    unsupervised ones)."""
-    value = lambda flag, default: argv[argv.index(flag) + 1] if flag in argv else default
-    rule, preset = argv[1], value("--preset", "paper")
-    i = argv.index("--hidden") + 1 if "--hidden" in argv else len(argv)
-    hidden = [int(a) for a in itertools.takewhile(str.isdigit, argv[i:])]
-    sizes = [INPUTS.get(value("--dataset", "mnist"), 784), *hidden, 10]
-    epochs = int(value("--epochs", 1)) + sum(int(a.split("=")[1]) for a in argv if a.startswith("epochs_unsup="))
-    weight = RELATIVE_COST.get(f"{rule}:{preset}" if rule == "sdnn" else rule, RELATIVE_COST.get(rule, 1.0))
-    return weight * epochs * sum(a * b for a, b in zip(sizes, sizes[1:]))
-
-
 def _run_all(argvs, cfg):
-    """experiments.run_all of the study's runs, the longest first (_cost), cfg.workers at a time here, or on
-    the Dask cluster of cfg.scheduler (--scheduler); the results in the order of argvs."""
+    """experiments.run_all of the study's runs: cfg.workers at a time here, or on the Dask cluster of
+    cfg.scheduler (--scheduler)."""
     import experiments
-    order = sorted(range(len(argvs)), key=lambda i: -_cost(argvs[i]))
-    results = experiments.run_all([argvs[i] for i in order], cfg.workers, scheduler=cfg.scheduler)
-    out = [None] * len(argvs)
-    for i, r in zip(order, results):
-        out[i] = r
-    return out
+    return experiments.run_all(argvs, cfg.workers, scheduler=cfg.scheduler)
 
 
 def _rule_argv(entry, hidden=(500,)):

@@ -147,11 +147,12 @@ def test_ttests_pair_the_networks_of_the_same_seed_and_match_the_pooled_t():
 
 
 def test_all_runs_holds_every_figures_runs_once_the_longest_first():
-    """--fig all's list: exactly the distinct runs of the figures' conditions (a shared run once), sorted by
-    epochs x synapses: the 60-epoch 784-500-100-10 runs first, then 784-500-10's 60, 20 and 10 epochs, and
+    """--fig all's list: exactly the distinct runs of the figures' conditions (a shared run once), started
+    by run_all by epochs x synapses: the 60-epoch 784-500-100-10 runs first, then 784-500-10's 60, 20 and 10 epochs, and
     784-10 last."""
     cfg = figures.FigConfig(runs="runs")
-    runs = figures.all_runs(cfg, quick=False)
+    import experiments
+    runs = sorted(figures.all_runs(cfg, quick=False), key=lambda a: -experiments.run_cost(a))   # run_all's order
     every = {tuple(a) for conds in figures._conditions().values() for a in figures.run_argvs(cfg, False, conds)[0]}
     assert len(runs) == len(set(runs)) and set(runs) == every
     epochs = [int(a[a.index("--epochs") + 1]) for a in runs]

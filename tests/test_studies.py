@@ -244,21 +244,23 @@ def test_protocol_reads_a_reused_longer_run_only_up_to_the_epochs_asked(monkeypa
     assert out["budget"] == {"runs": 2, "epochs": 6, "minutes": 6.0, "tuning_minutes": 3.0}
 
 
-def test_study_runs_start_longest_first_and_come_back_in_the_callers_order(monkeypatch):
-    """studies._run_all launches the spiking sdnn run first and BP's last (per example 25x BP's; KH's
+def test_runs_start_longest_first_and_come_back_in_the_callers_order(monkeypatch, tmp_path):
+    """experiments.run_all launches the spiking sdnn run first and BP's last (per example 25x BP's; KH's
     unsupervised epochs count; 784-2000-10 has 4x the synapses of 784-500-10) and returns each result at
     its command's place."""
+    import executor
     launched = []
 
-    def run_all(argvs, workers=None, quiet=False, scheduler=None):
-        launched.extend(a[1] + (a[a.index("--preset") + 1] if "--preset" in a else "") for a in argvs)
-        return [{"command": a} for a in argvs]
-    monkeypatch.setattr(experiments, "run_all", run_all)
+    def run_local(todo, workers, quiet):
+        launched.extend(a[1] + (a[a.index("--preset") + 1] if "--preset" in a else "") for _, a in todo)
+        return {p: "not run" for p, _ in todo}
+    monkeypatch.setattr(executor, "run_local", run_local)
     argvs = [["--train", "bp", "--hidden", "500", "--epochs", "20"],
              ["--train", "kh", "--hidden", "2000", "--epochs", "20", "--set", "epochs_unsup=40"],
              ["--train", "sdnn", "--hidden", "500", "--preset", "rate", "--epochs", "20"],
              ["--train", "sdnn", "--hidden", "500", "--epochs", "20", "--preset", "paper"]]
-    results = studies._run_all(argvs, figures.FigConfig(runs="runs"))
+    argvs = [a + ["--dataset", "digits", "--out", str(tmp_path)] for a in argvs]
+    results = experiments.run_all(argvs, quiet=True)
     assert [r["command"] for r in results] == argvs
     assert launched == ["sdnnpaper", "kh", "sdnnrate", "bp"]       # costs 25 x 20, 1 x 60 x 4, 2 x 20, 1 x 20
 
@@ -274,8 +276,8 @@ def test_first_epochs_cuts_a_longer_run_and_its_later_flags():
     assert cut["epochs"] == 3 and cut["val_error"] == pytest.approx([0, 0.1, 0.2]) and not cut["diverged"]
     assert "stuck_at_chance" not in cut and cut["seed"] == 0 and r["epochs"] == 5     # the original untouched
     assert studies._first_epochs(r, 5) is r and studies._first_epochs({"error": "x"}, 1) == {"error": "x"}
-    assert studies._cost(["--train", "bp", "--dataset", "cifar10", "--hidden", "500", "--epochs", "2"]) == \
-        2 * (3072 * 500 + 500 * 10)
+    assert experiments.run_cost(["--train", "bp", "--dataset", "cifar10", "--hidden", "500", "--epochs", "2"]) \
+        == 2 * (3072 * 500 + 500 * 10)
 
 
 def test_dynamics_reads_a_reused_longer_run_only_up_to_its_epochs(monkeypatch):
