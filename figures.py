@@ -349,11 +349,12 @@ PAPER_T_8S1 = {**PAPER_T, ("regular", "sparse x5"): (44.96, 4.4e-34)}   # Fig 8-
 QUICK_IMAGES = 500   # training images of a --quick run: enough to run every panel's code, not to learn much
 
 
-def condition(hidden, *items, epochs=60, retests=20, seed_offset=0):
+def condition(hidden, *items, epochs=60, retests=20, seed_offset=0, diagnose=False):
     """One condition of a training figure: hidden sizes, --set items, epochs, final re-tests; its seeds
-    start at --seed + seed_offset (another initialisation than the other conditions')."""
+    start at --seed + seed_offset (another initialisation than the other conditions'). diagnose: record
+    Fig 5's L0/L1 after every epoch (about a tenth of an epoch's time: only the run Fig 5 reads)."""
     return {"hidden": tuple(hidden), "set": list(items), "epochs": epochs, "retests": retests,
-            "seed_offset": seed_offset}
+            "seed_offset": seed_offset, "diagnose": diagnose}
 
 
 def run_argvs(cfg, quick, conditions):
@@ -369,7 +370,7 @@ def run_argvs(cfg, quick, conditions):
             argv += ["--data-dir", cfg.data_dir] if cfg.data_dir else []
             argv += ["--set", *cfg.set, *c["set"]] if cfg.set or c["set"] else []
             argv += ["--retests", str(3 if quick else c["retests"])] if c["retests"] else []
-            argv += ["--diagnose"] if c["hidden"] else []
+            argv += ["--diagnose"] if c["diagnose"] else []
             argv += ["--quick", "--limit", str(QUICK_IMAGES)] if quick else []
             argvs.append(argv)
             labels.append(label)
@@ -379,8 +380,7 @@ def run_argvs(cfg, quick, conditions):
 def sdnn_runs(cfg, quick, conditions):
     """Train every condition of {label: condition(...)} for cfg.seeds seeds on all 60,000 training images
     (the paper's protocol: no validation split, the test set after every epoch) with
-    experiments.run_all. quick: 2 epochs of QUICK_IMAGES images, 300 test images, 3 re-tests. Every run with
-    hidden layers records Fig 5's L0/L1 diagnostics, so that one run serves every figure. Returns
+    experiments.run_all. quick: 2 epochs of QUICK_IMAGES images, 300 test images, 3 re-tests. Returns
     {label: [result of each seed]}; failed runs are reported by run_all and left out."""
     import experiments
     argvs, labels = run_argvs(cfg, quick, conditions)
@@ -397,7 +397,7 @@ def sdnn_runs(cfg, quick, conditions):
 def _conditions():
     """Each training figure's conditions: {figure: {label: condition}}. One table, so that --fig all can
     train the runs of every figure at once (shared runs once) before drawing them."""
-    one = condition((500,))
+    one = condition((500,), diagnose=True)     # the network of Figs 5, 6, 7 and 8: one run serves them all
     return {
         "5": {"784-500-10": one},
         "6": {"784-10": condition(()), "784-500-10": one, "784-500-100-10": condition((500, 100))},

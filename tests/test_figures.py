@@ -163,6 +163,14 @@ def test_all_runs_holds_every_figures_runs_once_the_longest_first():
     assert max(k for k, e in enumerate(epochs) if e == 20) < min(k for k, e in enumerate(epochs) if e == 10)
 
 
+def test_only_the_runs_fig5_reads_pay_for_the_diagnostics():
+    """--diagnose adds a pass over the test set to every epoch: Fig 5's runs have it, no other run does."""
+    cfg = figures.FigConfig(runs="runs")
+    fig5 = {tuple(a) for a in figures.run_argvs(cfg, False, figures._conditions()["5"])[0]}
+    assert fig5 and all("--diagnose" in a for a in fig5)
+    assert all("--diagnose" not in a for a in figures.all_runs(cfg, quick=False) if tuple(a) not in fig5)
+
+
 def test_suite_time_schedules_one_seeds_runs_longest_first_on_two_cores():
     """Hand-computed: runs of 3 h (one epoch slowed 25x by other jobs: the median ignores it), 1.5 h (no
     timed start: one test's time is added) and the backprop twin's 2 h (seed 100); seed 1 and a failed run
