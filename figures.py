@@ -562,7 +562,7 @@ def fig6(cfg, rng, quick):
     X, y = (X[:300], y[:300]) if quick else (X, y)
     layers = [X] + sdnn.hidden_rates(net, X, model, rng)
     embed = [TSNE(2, init="pca", random_state=cfg.seed).fit_transform(
-        PCA(min(50, a.shape[1])).fit_transform(a)).astype(np.float32) for a in layers]
+        PCA(min(50, a.shape[1])).fit_transform(a)).astype(np.float16) for a in layers]   # drawing only: small JSON
     return {"curves": c, "tests": tests, "tsne_input": embed[0], "tsne_hidden1": embed[1], "tsne_hidden2": embed[2],
             "tsne_labels": y.astype(np.int8), "preset": (cfg.preset or TRAINING_PRESET).upper(), "quick": quick}
 
