@@ -318,7 +318,7 @@ def test_every_own_architecture_command_builds_its_rule_with_its_settings(monkey
     monkeypatch.setattr(studies, "_run_all", lambda a, c: argvs.extend(a) or [])
     studies.own_architectures(cfg, list(studies.OWN_ARCHITECTURE), 1)
     assert [studies._rule_argv(e, h)[1] for e, (h, *_) in studies.OWN_ARCHITECTURE.items()] == [a[1] for a in argvs]
-    for argv, (entry, (hidden, items, epochs, _, _)) in zip(argvs, studies.OWN_ARCHITECTURE.items()):
+    for argv, (entry, (hidden, items, epochs, *_)) in zip(argvs, studies.OWN_ARCHITECTURE.items()):
         args = experiments.parse(argv)
         trainer = experiments.TRAINERS[args.train](args, data, np.random.default_rng(0))
         assert args.epochs == epochs and args.hidden == hidden and args.dataset == "mnist", entry
@@ -352,10 +352,28 @@ def test_datasets_study_reads_each_published_architecture_at_its_lowest_validati
     out = studies.datasets_study(cfg, None, quick=False, entries=("bp", "sdnn:rate"))
     assert set(out["own"]) == {"bp", "sdnn:march_2017"}
     bp = out["own"]["bp"]
-    assert bp["test_at_best_val"] == pytest.approx([2, 3, 4]) and bp["mean"] == pytest.approx(3)
+    assert bp["test_error"] == pytest.approx([2, 3, 4]) and bp["mean"] == pytest.approx(3)
     assert bp["sd"] == pytest.approx(1) and bp["published"] == 1.48 and bp["sizes"] == "784-256-256-256-256-256-10"
     assert "--preset march_2017" in out["own"]["sdnn:march_2017"]["command"]
     assert "--out" not in bp["command"] and "ema=0.9998" in bp["command"]
+
+
+def test_sdnns_published_architecture_is_fig6s_run_on_the_papers_protocol(monkeypatch):
+    """sdnn's row of the published-architecture table trains the run of Fig 6's 784-500-10 (the same run
+    file: a figure run under the same --out is reused, not trained again) and reads the mean of its final
+    re-tests, as the paper; a run with a validation split is read at its lowest-validation epoch."""
+    from conftest import data_dir_or_skip
+    data_dir_or_skip("mnist")
+    cfg = figures.FigConfig(runs="runs", seeds=2)
+    argvs = []
+    monkeypatch.setattr(studies, "_run_all", lambda a, c: argvs.extend(a) or [])
+    studies.own_architectures(cfg, ["sdnn:march_2017"], 2)
+    fig6 = [a for a, label in zip(*figures.run_argvs(cfg, False, figures._conditions()["6"])) if label == "784-500-10"]
+    assert list(map(experiments.run_path, argvs)) == list(map(experiments.run_path, fig6))
+    paper = {"n_valid": 0, "test_retests": [0.03, 0.05], "val_error": [None] * 3, "test_error": [0.09, 0.08, 0.07]}
+    assert studies._own_error(paper) == pytest.approx(4.0)
+    split = {"n_valid": None, "test_retests": [0.03, 0.05], "val_error": [0.3, 0.1, 0.2], "test_error": [0.09, 0.08, 0.07]}
+    assert studies._own_error(split) == pytest.approx(8.0)
 
 
 def synthetic_cifar(tmp_path, monkeypatch, n=1010):
