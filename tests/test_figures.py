@@ -78,6 +78,18 @@ def test_fig4_statistics_match_the_inverse_gaussian():
         assert math.isclose(np.sum(d[f"density_{kind}"] * np.diff(d[f"edges_{kind}"])), 1.0)
 
 
+REFERENCE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "reference")
+DRAWN = {**{f"fig{n}": plot for n, (_, plot, _) in figures.FIGURES.items()},
+         **{n: plot for n, (_, plot, _) in studies.STUDIES.items()}}
+
+
+@pytest.mark.parametrize("stem", sorted(s[:-5] for s in os.listdir(REFERENCE) if s[:-5] in DRAWN and s.endswith(".json")))
+def test_every_committed_reference_redraws_with_todays_code(stem):
+    """--replot falls back to reference/: each committed figure or study JSON (saved by the code of its
+    day) loads and draws with the current plot function."""
+    assert isinstance(DRAWN[stem](figures.load_data(os.path.join(REFERENCE, stem))), Figure)
+
+
 def test_load_data_of_a_missing_stem_says_what_to_do(tmp_path):
     stem = str(tmp_path / "fig9")
     with pytest.raises(FileNotFoundError, match=r"fig9\.json.*run without --replot first"):
