@@ -487,13 +487,17 @@ def ttests(c, pairs, paper=PAPER_T):
     return rows
 
 
+def seeds_label(n):
+    return f"{n} seed" + ("s" if n != 1 else "")
+
+
 def report(name, c, tests=(), paper=PAPER_ERROR):
     """Print each condition's final error (mean +- SD over seeds) beside the paper's, and the t-tests."""
     for label, v in c.items():
         final = np.array([row[-1] for row in v["test"]])
         retest = [np.mean(r) for r in v["retests"] if r]
         print(f"{name} {label:>18}: test error after epoch {len(v['test'][0])} {final.mean():.2f} +- "
-              f"{sd(final):.2f} % ({len(final)} seeds)" + (f", re-tests {np.mean(retest):.2f} %" if retest else "")
+              f"{sd(final):.2f} % ({seeds_label(len(final))})" + (f", re-tests {np.mean(retest):.2f} %" if retest else "")
               + (f"; paper {paper[label]} %" if label in paper else ""))
     for row in tests:
         ours = ", ".join(f"t = {t:.2f}, p = {p:.2g}" for t, p in row["ours"])
@@ -517,7 +521,7 @@ def plot_curves(ax, c, title, paper=PAPER_ERROR, last=None):
         E = np.array(v["test"])[:, :last]
         x = np.arange(1, E.shape[1] + 1)
         m, s = E.mean(axis=0), sd(E, axis=0)
-        ax.plot(x, m, color=f"C{i}", lw=1.5, label=f"{label}: {m[-1]:.2f} ± {s[-1]:.2f} % ({len(E)} seeds)")
+        ax.plot(x, m, color=f"C{i}", lw=1.5, label=f"{label}: {m[-1]:.2f} ± {s[-1]:.2f} % ({seeds_label(len(E))})")
         ax.fill_between(x, m - s, m + s, color=f"C{i}", alpha=0.25, lw=0)
         if label in paper:
             ax.axhline(paper[label], color=f"C{i}", ls="--", lw=1, label=f"paper, {label}: {paper[label]} %")
@@ -544,7 +548,7 @@ def plot_retests(ax, c, tests):
 
 
 def titled(data, text):
-    return f"{text} ({data['preset']} preset{f', QUICK: 2 epochs, {QUICK_IMAGES:,} images' if data['quick'] else ''})"
+    return f"{text} ({data['preset']} preset)" + (f"\nQUICK: 2 epochs, {QUICK_IMAGES:,} images" if data["quick"] else "")
 
 
 def fig6(cfg, rng, quick):
