@@ -1173,11 +1173,11 @@ DATASETS = ("mnist", "fashion_mnist", "cifar10")
 def _bartunov(items, epochs, published, schedule=""):
     """A row of Bartunov et al. (2018)'s Table 1: 784-256x5-10, tanh, the weights' running average tested."""
     return [256] * 5, ["activation=tanh", *items, "ema=0.9998"], epochs, published, \
-        "Bartunov et al. 2018, Table 1" + schedule
+        "Bartunov et al. 2018, Table 1" + schedule, []
 
 
 # The study's second table: each rule at its own published network on MNIST, beside the published test
-# error: (hidden, --set items, epochs, published %, source), the settings of the README's Results (chosen
+# error: (hidden, --set items, epochs, published %, source, other options), the settings of the README's Results (chosen
 # on the validation split). Bartunov's rules test a Polyak average of their weights (ema=0.9998; learning
 # unchanged), which lowers FA, DFA, SDTP and AO-SDTP by 0.3-0.5 points at their constant rates (Results).
 # sdnn's own network is the paper's 784-500-10 with the code that made its figures (MARCH_2017 at the
@@ -1191,9 +1191,9 @@ OWN_ARCHITECTURE = {
     "dtp": _bartunov(["lr=3e-4", "alpha=0.1", "sigma=0.1", "lr_inv=3e-4"], 100, 1.83, " (alternating)"),
     "sdtp": _bartunov(["lr=3e-4", "sigma=0.1", "lr_inv=1e-6"], 100, 2.28, " (alternating)"),
     "aosdtp": _bartunov(["lr=6e-4", "sigma=0.1", "lr_inv=3e-6"], 100, 1.86, " (alternating)"),
-    "kh": ([2000], ["epochs_unsup=120", "eps0=0.04"], 100, 1.5, "Krotov & Hopfield 2019 (recalled, unverified)"),
-    "eqprop": ([500], ["alphas=0.8,0.4", "t_half=5000"], 20, 2.5, "Scellier & Bengio 2017, 2-3 % (midpoint)"),
-    "microcircuit": ([500, 500], [], 40, 1.96, "Sacramento et al. 2018"),
+    "kh": ([2000], ["epochs_unsup=120", "eps0=0.04"], 100, 1.5, "Krotov & Hopfield 2019 (recalled, unverified)", []),
+    "eqprop": ([500], ["alphas=0.8,0.4", "t_half=5000"], 20, 2.5, "Scellier & Bengio 2017, 2-3 % (midpoint)", []),
+    "microcircuit": ([500, 500], [], 40, 1.96, "Sacramento et al. 2018", []),
     "sdnn:march_2017": ([500], [], 60, 4.1, "Guerguiev et al. 2017, Fig 6 (its protocol: all 60,000 images, "
                         "60 epochs, mean of 20 re-tests)", PAPER_PROTOCOL),
 }
@@ -1237,11 +1237,10 @@ def own_architectures(cfg, entries, n_seeds):
     error (_own_error) beside the published number."""
     argvs, keys = [], []
     for entry in entries:
-        hidden, items, epochs, _, _, *flags = OWN_ARCHITECTURE[entry]
+        hidden, items, epochs, _, _, flags = OWN_ARCHITECTURE[entry]
         for seed in range(cfg.seed, cfg.seed + n_seeds):
             argv = _rule_argv(entry, hidden) + ["--dataset", "mnist", "--epochs", str(epochs), "--seed", str(seed),
-                                                "--out", cfg.runs] + (["--set", *items] if items else [])
-            argv += flags[0] if flags else []
+                                                "--out", cfg.runs] + (["--set", *items] if items else []) + flags
             argvs.append(argv + (["--data-dir", cfg.data_dir] if cfg.data_dir else []))
             keys.append(entry)
     out = {}
@@ -1253,7 +1252,7 @@ def own_architectures(cfg, entries, n_seeds):
             o["test_error"].append(_own_error(r))
             o["minutes"].append(_run_minutes(r))
     for entry, o in out.items():
-        hidden, _, epochs, published, source, *_ = OWN_ARCHITECTURE[entry]
+        hidden, _, epochs, published, source, _ = OWN_ARCHITECTURE[entry]
         t = o["test_error"]
         o.update(mean=float(np.mean(t)), sd=float(sd(t)), published=published,
                  source=source, sizes="-".join(map(str, [784, *hidden, 10])), epochs=epochs)
