@@ -541,8 +541,8 @@ def plot_retests(ax, c, tests):
     first = min(s for v in tested.values() for s in v) if tested else None
     ax.boxplot([v.get(first, v[min(v)]) for v in tested.values()], tick_labels=list(tested))
     ax.set_ylabel("test error of re-tests (%)")
-    lines = [f"{r['a']} vs {r['b']}: t = {r['ours'][0][0]:.1f} (seed {r.get('seeds', ['?'])[0]}; paper "
-             f"{r['paper'][0] if r['paper'] else '-'})" for r in tests if r["ours"]]
+    lines = [f"{r['a']} vs {r['b']}: t = {r['ours'][0][0]:.1f} (seed {r.get('seeds', ['?'])[0]}; "
+             + (f"paper {r['paper'][0]})" if r["paper"] else "no t in the paper)") for r in tests if r["ours"]]
     ax.set_title(f"final network, seed {first}, fresh spikes per re-test\n" + "\n".join(lines), fontsize=7)
     ax.tick_params(axis="x", labelsize=7)
 
