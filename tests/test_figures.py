@@ -195,3 +195,13 @@ def test_suite_time_schedules_one_seeds_runs_longest_first_on_two_cores():
                run(1, [9e9], [0]), {"error": "crashed"}]
     text = figures.suite_time(results, seed=0)
     assert "3 finished runs, 6.5 core-hours; 3.5 h on 2 cores" in text
+
+
+def test_angle_summary_reads_the_dip_the_end_of_epoch_1_and_the_last_epoch():
+    """Hand-made curves of 2 epochs x 20 blocks: 80 degrees, a dip to 50 over 10 blocks of epoch 1 (the
+    lowest mean of 1,000 examples), 60 in its last 2 blocks (a tenth), 70 throughout epoch 2; two seeds
+    5 degrees apart give the means."""
+    a = np.full(40, 80.0)
+    a[5:15], a[18:20], a[20:] = 50.0, 60.0, 70.0
+    low, first, end = figures.angle_summary(np.array([a - 2.5, a + 2.5]), epochs=2)
+    assert (low, first, end) == pytest.approx((50.0, 60.0, 70.0))
