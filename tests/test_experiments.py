@@ -183,6 +183,23 @@ def test_fig_all_reuses_the_runs_every_figure_shares(shared_out):
     assert all((shared_out / f"fig{n}.png").exists() for n in ["3", "4", *TRAINING_FIGURES])
 
 
+def test_a_figure_is_computed_from_copied_run_records_alone(shared_out, tmp_path):
+    """reference/runs/ carries runs between machines as their JSON records, without checkpoints: copied into
+    another --out's runs, they are reused (no run starts) and give the same figure data."""
+    import shutil
+    data_dir_or_skip("mnist")
+    r = run("--fig", "8", "--quick", "--quiet", "--out", str(shared_out))       # its runs exist (or are made)
+    assert r.returncode == 0, r.stderr
+    (tmp_path / "runs").mkdir()
+    for record in (shared_out / "runs").glob("*.json"):
+        shutil.copy(record, tmp_path / "runs")
+    r = run("--fig", "8", "--quick", "--quiet", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "run: " not in r.stdout and not list((tmp_path / "runs").glob("*.ckpt"))
+    mine, theirs = (figures.load_data(str(d / "fig8")) for d in (tmp_path, shared_out))
+    assert mine["curves"] == theirs["curves"] and mine["tests"] == theirs["tests"]
+
+
 def test_fig_all_draws_every_other_figure_when_one_fails(monkeypatch, tmp_path):
     """A figure whose data cannot be computed is reported at the end; the figures after it are drawn."""
     import matplotlib.pyplot as plt
