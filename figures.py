@@ -750,7 +750,8 @@ def fig7(cfg, rng, quick):
     units = rng.choice(len(W_local), 5, replace=False)
     return {"angle_spiking": angle["spiking feedback"], "angle_rate": angle["rate feedback"],
             "rf_local": W_local[units], "rf_backprop": W_bp[np.argmax(np.corrcoef(W_local[units], W_bp)[:5, 5:], axis=1)],
-            "max_r": r, "max_r_shuffled": r_shuffled, "angle_epochs": epochs, "preset": (cfg.preset or TRAINING_PRESET).upper(), "quick": quick}
+            "max_r": r, "max_r_shuffled": r_shuffled, "angle_epochs": epochs,
+            "preset": (cfg.preset or TRAINING_PRESET).upper(), "quick": quick}
 
 
 def plot_fig7(data):
