@@ -716,11 +716,10 @@ def plot_fig6s1(data):
     return fig
 
 
-def angle_summary(angles, epochs):
-    """The dip and the rise of Fig 7A's curve, from blocks of 100 examples (seeds x blocks) over `epochs`
-    epochs: the lowest mean of 1,000 examples, the mean of the last tenth of epoch 1 and the mean of the
-    last epoch recorded."""
-    per_epoch = angles.shape[1] // epochs
+def angle_summary(angles, per_epoch):
+    """The dip and the rise of Fig 7A's curve, from blocks of 100 examples (seeds x blocks), per_epoch
+    blocks an epoch: the lowest mean of 1,000 examples, the mean of the last tenth of epoch 1 and the mean
+    of the last epoch recorded."""
     smooth = np.array([np.convolve(a, np.ones(10) / 10, mode="valid") for a in angles])
     return (float(smooth.min(axis=1).mean()), float(angles[:, per_epoch - max(1, per_epoch // 10):per_epoch].mean()),
             float(angles[:, -per_epoch:].mean()))
@@ -737,10 +736,11 @@ def fig7(cfg, rng, quick):
     runs = sdnn_runs(cfg, quick, _conditions()["7"])
     angle = {k: np.array([r["angle_per_100"] for r in runs[k]]).reshape(len(runs[k]), -1)
              for k in ("spiking feedback", "rate feedback")}
-    epochs = min(10, runs["spiking feedback"][0]["epochs"], runs["rate feedback"][0]["epochs"])   # recorded ones
+    per_epoch = -(-runs["spiking feedback"][0]["n_train"] // 100)     # experiments.block_means' blocks of 100
     for k, paper in (("spiking feedback", (65, 70)), ("rate feedback", (35, 40))):
-        low, first, end = angle_summary(angle[k], epochs)
-        print(f"fig 7A {k}: lowest {low:.1f} deg, end of epoch 1 {first:.1f} deg, epoch {epochs} {end:.1f} deg; "
+        low, first, end = angle_summary(angle[k], per_epoch)
+        print(f"fig 7A {k}: lowest {low:.1f} deg, end of epoch 1 {first:.1f} deg, epoch {angle[k].shape[1] // per_epoch} "
+              f"{end:.1f} deg; "
               f"paper about {paper[0]} then {paper[1]}")
     W_local, W_bp = run_model(runs["spiking feedback"][0])[0].W[0], run_model(runs["backprop twin"][0])[0].W[0]
     r = np.corrcoef(W_local, W_bp)[:len(W_local), len(W_local):].max(axis=1)
@@ -750,7 +750,7 @@ def fig7(cfg, rng, quick):
     units = rng.choice(len(W_local), 5, replace=False)
     return {"angle_spiking": angle["spiking feedback"], "angle_rate": angle["rate feedback"],
             "rf_local": W_local[units], "rf_backprop": W_bp[np.argmax(np.corrcoef(W_local[units], W_bp)[:5, 5:], axis=1)],
-            "max_r": r, "max_r_shuffled": r_shuffled, "angle_epochs": epochs,
+            "max_r": r, "max_r_shuffled": r_shuffled, "angle_blocks_per_epoch": per_epoch,
             "preset": (cfg.preset or TRAINING_PRESET).upper(), "quick": quick}
 
 
@@ -761,10 +761,10 @@ def plot_fig7(data):
     for key, color, paper in (("angle_spiking", "C0", (65, 70)), ("angle_rate", "C3", (35, 40))):
         a = data[key]
         x = 100 * np.arange(1, a.shape[1] + 1)
-        low, first, end = angle_summary(a, data["angle_epochs"])
+        low, first, end = angle_summary(a, data["angle_blocks_per_epoch"])
         ax[0].plot(x, a.mean(axis=0), color=color, lw=0.5,
                    label=f"{key[6:]} feedback: lowest {low:.0f}°, end of epoch 1 {first:.0f}°, epoch "
-                         f"{data['angle_epochs']} {end:.0f}° (paper ≈ {paper[0]}° → {paper[1]}°)")
+                         f"{a.shape[1] // data['angle_blocks_per_epoch']} {end:.0f}° (paper ≈ {paper[0]}° → {paper[1]}°)")
         for p in paper:
             ax[0].axhline(p, color=color, ls="--", lw=0.8)
     ax[0].axhline(90, color="k", lw=0.5)

@@ -203,5 +203,5 @@ def test_angle_summary_reads_the_dip_the_end_of_epoch_1_and_the_last_epoch():
     5 degrees apart give the means."""
     a = np.full(40, 80.0)
     a[5:15], a[18:20], a[20:] = 50.0, 60.0, 70.0
-    low, first, end = figures.angle_summary(np.array([a - 2.5, a + 2.5]), epochs=2)
+    low, first, end = figures.angle_summary(np.array([a - 2.5, a + 2.5]), per_epoch=20)
     assert (low, first, end) == pytest.approx((50.0, 60.0, 70.0))
