@@ -725,6 +725,26 @@ def angle_summary(angles, per_epoch):
             float(angles[:, -per_epoch:].mean()))
 
 
+def angle_by_loss(net, cfg, X, y, rng, draws):
+    """Fig 7A's angle on a trained network, per example, without updates (sdnn's NumPy path, which returns
+    the two errors): rows of (mean output loss L1 (Eq 23), mean angle of single draws of the spikes, angle
+    between the two errors each averaged over `draws` draws). Averaging removes the spike noise of the
+    plateau difference, which dominates where the network already fits the example."""
+    state, rows = sdnn.init_state(net), []
+    for x, t in zip(X, y):
+        d = [sdnn.train_example(net, state, x, t, cfg, rng, jit=False, update=False) for _ in range(draws)]
+        rows.append((np.mean([i["L1"] for i in d]), np.nanmean([i["angle"] for i in d]),
+                     sdnn._angle(np.mean([i["E0"] for i in d], axis=0), np.mean([i["E0_bp"] for i in d], axis=0))))
+    return np.array(rows)
+
+
+def by_quartile(rows):
+    """Means of the angle columns of angle_by_loss's rows within each quartile of their loss, low to high."""
+    q = np.quantile(rows[:, 0], [0.25, 0.5, 0.75])
+    group = np.searchsorted(q, rows[:, 0])
+    return np.array([np.nanmean(rows[group == g, 1:], axis=0) for g in range(4)])
+
+
 def fig7(cfg, rng, quick):
     """Fig 7, "Approximation of backpropagation with local learning rules": A, angle between the hidden
     update and backprop's over 10 epochs, spiking vs rate feedback (mean of 100 examples); B, receptive
@@ -748,7 +768,18 @@ def fig7(cfg, rng, quick):
     r_shuffled = np.corrcoef(shuffled, W_bp)[:len(W_local), len(W_local):].max(axis=1)
     print(f"fig 7C: median largest r {np.median(r):.2f}, shuffled {np.median(r_shuffled):.2f} (paper: above shuffled)")
     units = rng.choice(len(W_local), 5, replace=False)
+    x, y = datasets.load(cfg.dataset, data_dir=cfg.data_dir, n_valid=0)["train"]
+    pick, draws, loss = rng.choice(len(x), 10 if quick else 200, replace=False), 2 if quick else 20, {}
+    for k in ("spiking feedback", "rate feedback"):   # why the curves rise: the angle by the example's loss
+        net, c = run_model(runs[k][0])
+        loss[k] = angle_by_loss(net, c, x[pick], y[pick], rng, draws)
+        q = by_quartile(loss[k])
+        print(f"fig 7A {k}, final network, {len(pick)} training images by quartile of their loss L1, low to high: "
+              f"angle {', '.join(f'{a:.0f}' for a in q[:, 0])} deg (one draw), "
+              f"{', '.join(f'{a:.0f}' for a in q[:, 1])} deg (errors averaged over {draws} draws)")
     return {"angle_spiking": angle["spiking feedback"], "angle_rate": angle["rate feedback"],
+            "loss_angle_spiking": loss["spiking feedback"], "loss_angle_rate": loss["rate feedback"],
+            "loss_angle_draws": draws, "loss_angle_epochs": [runs[k][0]["epochs"] for k in loss],
             "rf_local": W_local[units], "rf_backprop": W_bp[np.argmax(np.corrcoef(W_local[units], W_bp)[:5, 5:], axis=1)],
             "max_r": r, "max_r_shuffled": r_shuffled, "angle_blocks_per_epoch": per_epoch,
             "preset": (cfg.preset or TRAINING_PRESET).upper(), "quick": quick}
@@ -757,7 +788,7 @@ def fig7(cfg, rng, quick):
 def plot_fig7(data):
     fig = new_figure(figsize=(13, 7))
     top, bottom = fig.subfigures(2, 1)
-    ax = top.subplots(1, 2, width_ratios=[2, 1])
+    ax = top.subplots(1, 3, width_ratios=[2, 1, 1])
     for key, color, paper in (("angle_spiking", "C0", (65, 70)), ("angle_rate", "C3", (35, 40))):
         a = data[key]
         x = 100 * np.arange(1, a.shape[1] + 1)
@@ -778,6 +809,17 @@ def plot_fig7(data):
     ax[1].set_xlabel("largest r with a backprop field")
     ax[1].legend(fontsize=8)
     ax[1].set_title("Fig 7C", fontsize=9)
+    for key, color, epochs in zip(("loss_angle_spiking", "loss_angle_rate"), ("C0", "C3"),
+                                  data["loss_angle_epochs"]):
+        q = by_quartile(data[key])
+        ax[2].plot(range(1, 5), q[:, 0], "o-", color=color, label=f"{key[11:]}, epoch {epochs}: one draw")
+        ax[2].plot(range(1, 5), q[:, 1], "s--", color=color, label=f"mean of {data['loss_angle_draws']} draws")
+    ax[2].axhline(90, color="k", lw=0.5)
+    ax[2].set_xticks(range(1, 5), ["lowest", "2", "3", "highest"])
+    ax[2].set_xlabel("quartile of the example's output loss")
+    ax[2].set_ylabel("angle to backprop's (°)")
+    ax[2].legend(fontsize=7)
+    ax[2].set_title("why A rises: final networks, no updates", fontsize=9)
     ax = bottom.subplots(2, 5)
     side = int(np.sqrt(data["rf_local"].shape[1]))
     for j in range(5):

@@ -833,11 +833,11 @@ def train_example(net, state, x, label, cfg, rng, record=False, jit=True, update
     update=False runs both phases without changing the weights (Fig 5B: L0 and L1 of test images).
 
     Returns a dict: L0 (Eq 32, first hidden layer) and L1 (Eq 23, output), the predicted class of the
-    forward phase, alpha_f/alpha_t, the backprop angle of the first hidden layer (Fig 7A, degrees),
-    and with record=True the traces, the Jacobians of Fig 5-S1 and the phase lengths.
+    forward phase, alpha_f/alpha_t, the backprop angle of the first hidden layer (Fig 7A, degrees; with
+    jit=False also the two errors it compares, E0 and E0_bp), and with record=True the traces, the Jacobians of Fig 5-S1 and the phase lengths.
     """
     if not cfg.spiking:
-        return rate_train_example(net, x, label, cfg, rng)
+        return rate_train_example(net, x, label, cfg, rng, update)
     L = len(net.W) - 1
     if cfg.reset_each_example:
         _reset(state)
@@ -935,8 +935,9 @@ def _errors(alpha_f, alpha_t, phi_t, phi_f, V_f, cfg):
 
 def _learn_top_down(net, E, s, V_f, cfg, info, update=True, jit=True, fix=None):
     """W_k -= eta_k P E_k s_k^T from the top down, as the code (output first); info["angle"] gets the
-    first hidden layer's angle to backprop (Fig 7A), whose error uses the new W_(k+1) (the code l.1554).
-    fix(k, scale) runs after each update (the spiking state's traces)."""
+    first hidden layer's angle to backprop (Fig 7A), whose error uses the new W_(k+1) (the code l.1554), and
+    info["E0"], info["E0_bp"] the two errors it compares. fix(k, scale) runs after each update (the spiking
+    state's traces)."""
     L = len(net.W) - 1
     E_bp = E[L]
     for k in range(L, -1, -1):
@@ -944,6 +945,7 @@ def _learn_top_down(net, E, s, V_f, cfg, info, update=True, jit=True, fix=None):
             E_bp = (net.W[k + 1].T @ E_bp) * cfg.k_b * cfg.phi_max * dsigma(V_f[k])  # backprop's (the code l.1554-1556)
             if k == 0:
                 info["angle"] = _angle(E[0], E_bp)
+                info["E0"], info["E0_bp"] = E[0].copy(), E_bp
             if cfg.backprop:      # the twin: W_k learns from backprop's error (the code l.1554-1556)
                 E[k] = E_bp
         if update:
@@ -1113,8 +1115,9 @@ def rate_forward(net, X, cfg):
     return V
 
 
-def rate_train_example(net, x, label, cfg, rng=None):
-    """One rate-mode example in NumPy (readable twin of _rate_kernel); updates net in place."""
+def rate_train_example(net, x, label, cfg, rng=None, update=True):
+    """One rate-mode example in NumPy (readable twin of _rate_kernel); updates net in place (unless
+    update=False)."""
     L = len(net.W) - 1
     s = [cfg.phi_max * np.asarray(x, np.float64)]
     V = []
@@ -1129,8 +1132,8 @@ def rate_train_example(net, x, label, cfg, rng=None):
     alpha_f = [sigma(net.Y[k] @ s[L + 1]) for k in range(L)]                   # Eq. (21), rates fed back
     alpha_t = [sigma(net.Y[k] @ phi_t) for k in range(L)]
     E, info = _errors(alpha_f, alpha_t, phi_t, s[L + 1], V, cfg)
-    _learn_top_down(net, E, s, V, cfg, info)
-    if cfg.symmetric_feedback:
+    _learn_top_down(net, E, s, V, cfg, info, update)
+    if cfg.symmetric_feedback and update:
         make_symmetric(net, cfg, rng)
     return info
 

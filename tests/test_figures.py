@@ -2,6 +2,7 @@
 numbers, and Fig 4B's statistics against the inverse Gaussian's closed form."""
 import math
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ from conftest import data_dir_or_skip
 from matplotlib.figure import Figure
 from scipy import stats
 
+import datasets
 import figures
 import sdnn
 import studies
@@ -195,6 +197,30 @@ def test_suite_time_schedules_one_seeds_runs_longest_first_on_two_cores():
                run(1, [9e9], [0]), {"error": "crashed"}]
     text = figures.suite_time(results, seed=0)
     assert "3 finished runs, 6.5 core-hours; 3.5 h on 2 cores" in text
+
+
+def test_by_quartile_averages_the_angles_within_each_quarter_of_the_losses():
+    """Losses 1..8 in a shuffled order, angles 10x and 100x the loss: quartiles {1, 2}, {3, 4}, {5, 6},
+    {7, 8}, means by hand."""
+    loss = np.array([5, 2, 8, 1, 7, 3, 6, 4], float)
+    q = figures.by_quartile(np.column_stack([loss, 10 * loss, 100 * loss]))
+    np.testing.assert_allclose(q, [[15, 150], [35, 350], [55, 550], [75, 750]])
+
+
+@pytest.mark.parametrize("spiking", [True, False])
+def test_angle_by_loss_compares_the_errors_of_the_angle_and_leaves_the_weights(spiking):
+    """One draw: the angle of the returned errors is the draw's angle. Rate mode is deterministic, so the
+    mean of 3 draws gives the same angle. Neither changes the network (no updates)."""
+    X, y = datasets.load("digits")["train"]
+    cfg = replace(sdnn.PAPER, hidden=(30,), spiking=spiking)
+    net = sdnn.init_weights(64, cfg, np.random.default_rng(0))
+    before = [w.copy() for w in net.W + net.b]
+    rows = figures.angle_by_loss(net, cfg, X[:6], y[:6], np.random.default_rng(1), draws=1 if spiking else 3)
+    assert rows.shape == (6, 3) and np.all(rows[:, 0] > 0)
+    np.testing.assert_allclose(rows[:, 2], rows[:, 1], atol=1e-9)
+    assert 0 < np.nanmean(rows[:, 1]) < 180
+    for a, b in zip(before, net.W + net.b):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_angle_summary_reads_the_dip_the_end_of_epoch_1_and_the_last_epoch():
