@@ -834,7 +834,8 @@ def train_example(net, state, x, label, cfg, rng, record=False, jit=True, update
 
     Returns a dict: L0 (Eq 32, first hidden layer) and L1 (Eq 23, output), the predicted class of the
     forward phase, alpha_f/alpha_t, the backprop angle of the first hidden layer (Fig 7A, degrees; with
-    jit=False also the two errors it compares, E0 and E0_bp), and with record=True the traces, the Jacobians of Fig 5-S1 and the phase lengths.
+    jit=False also the two errors it compares, E0 and E0_bp), and with record=True the traces, the
+    Jacobians of Fig 5-S1 and the phase lengths.
     """
     if not cfg.spiking:
         return rate_train_example(net, x, label, cfg, rng, update)
