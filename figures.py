@@ -750,7 +750,8 @@ def fig7(cfg, rng, quick):
     update and backprop's over 10 epochs, spiking vs rate feedback (mean of 100 examples); B, receptive
     fields (rows of W0) after 60 epochs, local rule vs the backprop-trained twin (Config.backprop,
     another initialisation: from the same one every field would match its own start); C, each local
-    field's largest Pearson r with the twin's 500 fields, real vs pixel-shuffled fields.
+    field's largest Pearson r with the twin's 500 fields, real vs pixel-shuffled fields. Beside them, why A
+    rises after epoch 1: angle_by_loss on each condition's final network (seed 0), by quartile of the loss.
     Paper: spiking feedback dips to about 65 and rises to about 70 degrees, rate feedback about 35
     and 40 degrees."""
     runs = sdnn_runs(cfg, quick, _conditions()["7"])
