@@ -763,7 +763,8 @@ def fig7(cfg, rng, quick):
         print(f"fig 7A {k}: lowest {low:.1f} deg, end of epoch 1 {first:.1f} deg, epoch {angle[k].shape[1] // per_epoch} "
               f"{end:.1f} deg; "
               f"paper about {paper[0]} then {paper[1]}")
-    W_local, W_bp = run_model(runs["spiking feedback"][0])[0].W[0], run_model(runs["backprop twin"][0])[0].W[0]
+    final = {k: run_model(runs[k][0]) for k in ("spiking feedback", "rate feedback", "backprop twin")}   # first seeds
+    W_local, W_bp = final["spiking feedback"][0].W[0], final["backprop twin"][0].W[0]
     r = np.corrcoef(W_local, W_bp)[:len(W_local), len(W_local):].max(axis=1)
     shuffled = np.array([w[rng.permutation(len(w))] for w in W_local])
     r_shuffled = np.corrcoef(shuffled, W_bp)[:len(W_local), len(W_local):].max(axis=1)
@@ -772,8 +773,7 @@ def fig7(cfg, rng, quick):
     x, y = datasets.load(cfg.dataset, data_dir=cfg.data_dir, n_valid=0)["train"]
     pick, draws, loss = rng.choice(len(x), 10 if quick else 200, replace=False), 2 if quick else 20, {}
     for k in ("spiking feedback", "rate feedback"):   # why the curves rise: the angle by the example's loss
-        net, c = run_model(runs[k][0])
-        loss[k] = angle_by_loss(net, c, x[pick], y[pick], rng, draws)
+        loss[k] = angle_by_loss(*final[k], x[pick], y[pick], rng, draws)
         q = by_quartile(loss[k])
         print(f"fig 7A {k}, final network, {len(pick)} training images by quartile of their loss L1, low to high: "
               f"angle {', '.join(f'{a:.0f}' for a in q[:, 0])} deg (one draw), "

@@ -946,7 +946,7 @@ def _learn_top_down(net, E, s, V_f, cfg, info, update=True, jit=True, fix=None):
             E_bp = (net.W[k + 1].T @ E_bp) * cfg.k_b * cfg.phi_max * dsigma(V_f[k])  # backprop's (the code l.1554-1556)
             if k == 0:
                 info["angle"] = _angle(E[0], E_bp)
-                info["E0"], info["E0_bp"] = E[0].copy(), E_bp
+                info["E0"], info["E0_bp"] = E[0], E_bp       # arrays no step below changes in place
             if cfg.backprop:      # the twin: W_k learns from backprop's error (the code l.1554-1556)
                 E[k] = E_bp
         if update:
