@@ -208,18 +208,27 @@ def test_by_quartile_averages_the_angles_within_each_quarter_of_the_losses():
 
 
 @pytest.mark.parametrize("spiking", [True, False])
-def test_angle_by_loss_compares_the_errors_of_the_angle_and_leaves_the_weights(spiking):
-    """One draw: the angle of the returned errors is the draw's angle. Rate mode is deterministic, so the
-    mean of 3 draws gives the same angle. Neither changes the network (no updates)."""
+def test_angle_by_loss_averages_the_errors_of_the_angle_over_draws_and_leaves_the_weights(spiking):
+    """Rows against the same draws made by hand (same rng, one state carried on): each draw's errors give its
+    angle; column 1 is the mean of the draws' angles, column 2 the arccos of the normalised product of the
+    mean errors. Spiking draws differ, so averaging changes the angle; rate mode is deterministic, so it
+    does not. No weight changes (rate mode with symmetric feedback included)."""
     X, y = datasets.load("digits")["train"]
-    cfg = replace(sdnn.PAPER, hidden=(30,), spiking=spiking)
+    cfg = replace(sdnn.PAPER, hidden=(30,), spiking=spiking, symmetric_feedback=not spiking)
     net = sdnn.init_weights(64, cfg, np.random.default_rng(0))
-    before = [w.copy() for w in net.W + net.b]
-    rows = figures.angle_by_loss(net, cfg, X[:6], y[:6], np.random.default_rng(1), draws=1 if spiking else 3)
-    assert rows.shape == (6, 3) and np.all(rows[:, 0] > 0)
-    np.testing.assert_allclose(rows[:, 2], rows[:, 1], atol=1e-9)
-    assert 0 < np.nanmean(rows[:, 1]) < 180
-    for a, b in zip(before, net.W + net.b):
+    before = [w.copy() for w in net.W + net.b + net.Y]
+    rows = figures.angle_by_loss(net, cfg, X[:6], y[:6], np.random.default_rng(1), draws=3)
+    rng, state = np.random.default_rng(1), sdnn.init_state(net)
+    for row, x, t in zip(rows, X[:6], y[:6]):
+        d = [sdnn.train_example(net, state, x, t, cfg, rng, jit=False, update=False) for _ in range(3)]
+        for i in d:
+            assert sdnn._angle(i["E0"], i["E0_bp"]) == pytest.approx(i["angle"])
+        a, b = sum(i["E0"] for i in d) / 3, sum(i["E0_bp"] for i in d) / 3
+        cos = a @ b / np.sqrt((a @ a) * (b @ b))
+        assert row == pytest.approx([np.mean([i["L1"] for i in d]), np.mean([i["angle"] for i in d]),
+                                     math.degrees(math.acos(cos))])
+    assert np.allclose(rows[:, 2], rows[:, 1]) != spiking
+    for a, b in zip(before, net.W + net.b + net.Y):
         np.testing.assert_array_equal(a, b)
 
 

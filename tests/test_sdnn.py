@@ -266,6 +266,14 @@ def test_hidden_update_zero_when_plateaus_equal():
     W1 = net.W[1].copy()
     info = sdnn.train_example(net, state, x[0], y[0], SMALL, rng, update=False)   # Fig 5B: no learning
     assert np.array_equal(net.W[1], W1) and info["L1"] > 0
+    # rate mode too, symmetric feedback included (Y = W1^T is redrawn only after an update)
+    cfg = replace(sdnn.RATE, hidden=(40,), symmetric_feedback=True)
+    net = sdnn.init_weights(64, cfg, rng)
+    before = [w.copy() for w in net.W + net.b + net.Y]
+    sdnn.train_example(net, state, x[0], y[0], cfg, rng, update=False)
+    assert all(np.array_equal(a, b) for a, b in zip(before, net.W + net.b + net.Y))
+    sdnn.train_example(net, state, x[0], y[0], cfg, rng)
+    assert not any(np.array_equal(a, b) for a, b in zip(before, net.W + net.b + net.Y))
 
 
 @pytest.mark.parametrize("teach_scale,slope,offset", [("unscaled", 0.6 / 1.7, 8 / 1.7), ("literal", 0.75, 1.0)])
