@@ -539,7 +539,8 @@ def plot_retests(ax, c, tests):
     tested = {k: {s: r for s, r in zip(v["seeds"], v["retests"]) if r} for k, v in c.items()}
     tested = {k: v for k, v in tested.items() if v}
     first = min(s for v in tested.values() for s in v) if tested else None
-    ax.boxplot([v.get(first, v[min(v)]) for v in tested.values()], tick_labels=[k.replace(" + ", "\n+ ") for k in tested])
+    ax.boxplot([v.get(first, v[min(v)]) for v in tested.values()],
+               tick_labels=[k.replace(" + ", "\n+ ") for k in tested])     # "symmetric\n+ noise"
     ax.set_ylabel("test error of re-tests (%)")
     lines = [f"{r['a']} vs {r['b']}: t = {r['ours'][0][0]:.1f} (seed {r.get('seeds', ['?'])[0]}; "
              + (f"paper {r['paper'][0]})" if r["paper"] else "no t in the paper)") for r in tests if r["ours"]]
