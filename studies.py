@@ -1261,17 +1261,27 @@ def own_architectures(cfg, entries, n_seeds):
     return out
 
 
+EDGE_NOTE = "† the validation split chose the grid's lowest or highest rate: a wider grid may do better."
+
+
+def at_edge(s, factors):
+    """' †' when a protocol result's chosen factor is the smallest or largest of several, else ''."""
+    return " †" if len(factors) > 1 and s.get("factor") in (min(factors), max(factors)) else ""
+
+
 def datasets_tables(data):
-    """The rule x dataset table and the own-architecture table, as Markdown."""
+    """The rule x dataset table (each cell marked † where the choice lies at the grid's edge) and the
+    own-architecture table, as Markdown."""
     names = list(data["status"])
     def cell(s):
-        return "failed" if "mean" not in s else f"{s['mean']:.2f} ± {s['sd']:.2f}"
+        return "failed" if "mean" not in s else f"{s['mean']:.2f} ± {s['sd']:.2f}{at_edge(s, data['factors'])}"
     rows = [[label] + [cell(data["table"][label][ds]) if ds in data["table"][label] else data["status"][ds]
                        for ds in names] + ["; ".join(f"{ds}: {data['table'][label][ds]['budget']['epochs']} ep, "
                                                      f"{data['table'][label][ds]['budget']['minutes']:.0f} min"
                                                      for ds in names if "budget" in data["table"][label].get(ds, {}))]
             for label in data["table"]]
     main = format_table(["rule", *names, "budget (epochs, wall time)"], rows)
+    main += "\n\n" + EDGE_NOTE if "†" in main else ""
     own = format_table(["rule", "network", "ours (test error %)", "published", "source"],
                        [[e, o["sizes"], f"{o['mean']:.2f} ± {o['sd']:.2f}", o["published"], o["source"]]
                         for e, o in data["own"].items()])
@@ -1361,14 +1371,16 @@ def optimizers(cfg, rng, quick):
                               (500,), ("lr", (lr,)))
             for rule in rules for opt, lr in OPTIMIZER_RATES.items()}
     epochs, n_seeds = cfg.epochs or (2 if quick else 20), cfg.seeds or (1 if quick else 3)
-    table = protocol(cfg, quick, rows, [cfg.dataset], epochs, n_seeds, (1.0,) if quick else LR_FACTORS)
+    factors = QUICK_FACTORS if quick else LR_FACTORS
+    table = protocol(cfg, quick, rows, [cfg.dataset], epochs, n_seeds, factors)
     out = {"table": {label: per[cfg.dataset] for label, per in table.items()}, "rules": list(rules),
            "optimizers": list(OPTIMIZER_RATES), "rates": OPTIMIZER_RATES, "dataset": cfg.dataset, "epochs": epochs,
            "seeds": n_seeds, "quick": quick}
     def cell(s):
-        return f"{s['mean']:.2f} ± {s['sd']:.2f} ({s['setting']})" if "mean" in s else "failed"
-    out["tables"] = {"optimizers": format_table(["rule", *OPTIMIZER_RATES], [
-        [rule] + [cell(out["table"][f"{rule} {opt}"]) for opt in OPTIMIZER_RATES] for rule in rules])}
+        return f"{s['mean']:.2f} ± {s['sd']:.2f} ({s['setting']}){at_edge(s, factors)}" if "mean" in s else "failed"
+    table = format_table(["rule", *OPTIMIZER_RATES], [
+        [rule] + [cell(out["table"][f"{rule} {opt}"]) for opt in OPTIMIZER_RATES] for rule in rules])
+    out["tables"] = {"optimizers": table + ("\n\n" + EDGE_NOTE if "†" in table else "")}
     print(out["tables"]["optimizers"])
     return as_saved(out)
 

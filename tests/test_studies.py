@@ -376,6 +376,23 @@ def test_sdnns_published_architecture_is_fig6s_run_on_the_papers_protocol(monkey
     assert studies._own_error(split) == pytest.approx(8.0)
 
 
+def test_datasets_table_marks_a_choice_at_the_grids_edge():
+    """A cell whose validation choice is the grid's lowest or highest rate gets a dagger and the table its
+    note; a choice inside the grid, and the one-rate grid of --quick, get none."""
+    def result(factor):
+        return {"factor": factor, "mean": 2.0, "sd": 0.1, "budget": {"epochs": 100, "minutes": 10.0}}
+    data = {"status": {"mnist": "run", "fashion_mnist": "run"}, "factors": [1 / 3, 1.0, 3.0], "own": {},
+            "table": {"bp": {"mnist": result(1.0), "fashion_mnist": result(1.0)},
+                      "kh": {"mnist": result(3.0), "fashion_mnist": result(1 / 3)}}}
+    table = studies.datasets_tables(data)["datasets"]
+    rows = {line.split(" | ")[0]: line for line in table.splitlines() if line.startswith("| ")}
+    assert rows["| bp"].count("†") == 0 and rows["| kh"].count("2.00 ± 0.10 †") == 2
+    assert table.endswith(studies.EDGE_NOTE)
+    data["table"].pop("kh")
+    assert "†" not in studies.datasets_tables(data)["datasets"]
+    assert studies.at_edge(result(1.0), [1.0]) == "" and studies.at_edge({"failed": "x"}, [1 / 3, 1, 3]) == ""
+
+
 def synthetic_cifar(tmp_path, monkeypatch, n=1010):
     """CIFAR-10 files in the canonical format (pickled batches of uint8 R, G, B planes), n images per batch:
     5 x n training images, of which the last 5,000 validate; their md5s made the expected ones."""
