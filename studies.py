@@ -1295,6 +1295,15 @@ def datasets_compute(cfg, rng, quick):
     return as_saved(out)
 
 
+def log_error_axis(ax):
+    """A log y axis of errors in % labelled with plain numbers (2, 3, 4 rather than 2 x 10^0), the
+    intermediate ticks too while the axis spans little more than a decade."""
+    import matplotlib.ticker
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.LogFormatter(labelOnlyBase=False, minor_thresholds=(1.5, 0.5)))
+
+
 def plot_datasets(data):
     """Learning curves per dataset (rows: datasets; columns: train, validation, test error; mean over the
     seeds of the chosen setting), and the test error at the lowest-validation epoch per rule and dataset."""
@@ -1310,8 +1319,7 @@ def plot_datasets(data):
                     y = s["curves"][key]
                     ax.plot(np.arange(1, len(y) + 1), y, color=f"C{i % 10}", ls="--" if i >= 10 else "-", lw=1.2,
                             label=label)
-            ax.set_yscale("log")
-            ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            log_error_axis(ax)
             ax.set_title(f"{ds}: {key} error (%)", fontsize=9)
             ax.set_xlabel("epoch")
             ax.grid(alpha=0.3)
@@ -1399,7 +1407,7 @@ def plot_optimizers(data):
             if "curves" in s:
                 y = s["curves"]["val"]
                 ax.plot(np.arange(1, len(y) + 1), y, color=f"C{j}", label=f"{opt} ({s['setting']})")
-        ax.set_yscale("log")
+        log_error_axis(ax)
         ax.set_title(f"{rule}: validation error (%)", fontsize=9)
         ax.set_xlabel("epoch")
         ax.legend(fontsize=6)
