@@ -926,7 +926,8 @@ def run_all(argvs, workers=None, quiet=False, scheduler=None):
                     tail = f.read()[-2000:]
             except OSError:
                 tail = errors.get(path, "no log")
-            print(f"run failed: python experiments.py {' '.join(argv)}\n{tail}", file=sys.stderr)
+            what = "diverged" if "diverged:" in tail else "failed"      # fit's message: the rule's rates too high
+            print(f"run {what}: python experiments.py {' '.join(argv)}\n{tail}", file=sys.stderr)
             results.append({"error": tail, "command": argv})
     return results
 

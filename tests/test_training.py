@@ -321,11 +321,12 @@ def test_a_run_never_writes_over_another_runs_file(tmp_path, capsys):
     assert json.loads(path.read_text())["test_error"] == json.loads(saved)["test_error"]     # same seed
 
 
-def test_run_all_skips_finished_runs_resumes_longer_ones_and_reports_failures(tmp_path):
+def test_run_all_skips_finished_runs_resumes_longer_ones_and_reports_failures(tmp_path, capsys):
     ok = ["--train", "bp", "--dataset", "digits", "--epochs", "2", "--out", str(tmp_path)]
     bad = ["--train", "bp", "--dataset", "digits", "--epochs", "2", "--lr", "1e30", "--out", str(tmp_path)]
     first = experiments.run_all([ok, bad], workers=2, quiet=True)
     assert first[0]["epochs"] == 2 and first[0]["finished"] and "error" in first[1] and "diverged" in first[1]["error"]
+    assert "run diverged: python experiments.py --train bp" in capsys.readouterr().err
     mtime = os.path.getmtime(first[0]["path"])
     again = experiments.run_all([ok], quiet=True)                                     # finished: not run again
     assert os.path.getmtime(first[0]["path"]) == mtime and again[0]["test_error"] == first[0]["test_error"]
