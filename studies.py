@@ -1307,7 +1307,6 @@ def log_error_axis(ax):
 def plot_datasets(data):
     """Learning curves per dataset (rows: datasets; columns: train, validation, test error; mean over the
     seeds of the chosen setting), and the test error at the lowest-validation epoch per rule and dataset."""
-    import matplotlib.ticker
     names = [ds for ds in data["status"] if data["status"][ds] == "run"]
     fig = new_figure(figsize=(16, 3.6 * len(names) + 3.5))
     grid = fig.subplots(len(names) + 1, 3, squeeze=False)
