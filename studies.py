@@ -1264,6 +1264,11 @@ def own_architectures(cfg, entries, n_seeds):
 EDGE_NOTE = "† the validation split chose the grid's lowest or highest rate: a wider grid may do better."
 
 
+def with_edge_note(table):
+    """A Markdown table followed by EDGE_NOTE if any of its cells is marked †."""
+    return table + ("\n\n" + EDGE_NOTE if "†" in table else "")
+
+
 def at_edge(s, factors):
     """' †' when a protocol result's chosen factor is the smallest or largest of several, else ''."""
     return " †" if len(factors) > 1 and s.get("factor") in (min(factors), max(factors)) else ""
@@ -1280,8 +1285,7 @@ def datasets_tables(data):
                                                      f"{data['table'][label][ds]['budget']['minutes']:.0f} min"
                                                      for ds in names if "budget" in data["table"][label].get(ds, {}))]
             for label in data["table"]]
-    main = format_table(["rule", *names, "budget (epochs, wall time)"], rows)
-    main += "\n\n" + EDGE_NOTE if "†" in main else ""
+    main = with_edge_note(format_table(["rule", *names, "budget (epochs, wall time)"], rows))
     own = format_table(["rule", "network", "ours (test error %)", "published", "source"],
                        [[e, o["sizes"], f"{o['mean']:.2f} ± {o['sd']:.2f}", o["published"], o["source"]]
                         for e, o in data["own"].items()])
@@ -1385,9 +1389,8 @@ def optimizers(cfg, rng, quick):
            "seeds": n_seeds, "quick": quick}
     def cell(s):
         return f"{s['mean']:.2f} ± {s['sd']:.2f} ({s['setting']}){at_edge(s, factors)}" if "mean" in s else "failed"
-    table = format_table(["rule", *OPTIMIZER_RATES], [
-        [rule] + [cell(out["table"][f"{rule} {opt}"]) for opt in OPTIMIZER_RATES] for rule in rules])
-    out["tables"] = {"optimizers": table + ("\n\n" + EDGE_NOTE if "†" in table else "")}
+    out["tables"] = {"optimizers": with_edge_note(format_table(["rule", *OPTIMIZER_RATES], [
+        [rule] + [cell(out["table"][f"{rule} {opt}"]) for opt in OPTIMIZER_RATES] for rule in rules]))}
     print(out["tables"]["optimizers"])
     return as_saved(out)
 
