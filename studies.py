@@ -1186,12 +1186,13 @@ def _bartunov(items, epochs, published, schedule=""):
 PAPER_PROTOCOL = ["--n-valid", "0", "--retests", "20"]
 OWN_ARCHITECTURE = {
     "bp": _bartunov(["lr=1.5e-4"], 60, 1.48),
-    "fa": _bartunov(["lr=1.7e-4"], 100, 1.85),
+    "fa": _bartunov(["lr=3e-4"], 100, 1.85),            # the rate chosen with ema (1.7e-4 without)
     "dfa": _bartunov(["lr=1e-3"], 40, 2.75),
     "dtp": _bartunov(["lr=3e-4", "alpha=0.1", "sigma=0.1", "lr_inv=3e-4"], 100, 1.83, " (alternating)"),
     "sdtp": _bartunov(["lr=3e-4", "sigma=0.1", "lr_inv=1e-6"], 100, 2.28, " (alternating)"),
     "aosdtp": _bartunov(["lr=6e-4", "sigma=0.1", "lr_inv=3e-6"], 100, 1.86, " (alternating)"),
-    "kh": ([2000], ["epochs_unsup=120", "eps0=0.04"], 100, 1.5, "Krotov & Hopfield 2019 (recalled, unverified)", []),
+    "kh": ([2000], ["epochs_unsup=120", "eps0=0.04", "lr=3e-6"], 200, 1.5,   # top layer: 200 epochs at 3e-6
+           "Krotov & Hopfield 2019 (recalled, unverified)", []),
     "eqprop": ([500], ["alphas=0.8,0.4", "t_half=5000"], 20, 2.5, "Scellier & Bengio 2017, 2-3 % (midpoint)", []),
     "microcircuit": ([500, 500], [], 40, 1.96, "Sacramento et al. 2018", []),
     "sdnn:march_2017": ([500], [], 60, 4.1, "Guerguiev et al. 2017, Fig 6 (its protocol: all 60,000 images, "
