@@ -393,6 +393,15 @@ def test_datasets_table_marks_a_choice_at_the_grids_edge():
     assert studies.at_edge(result(1.0), [1.0]) == "" and studies.at_edge({"failed": "x"}, [1 / 3, 1, 3]) == ""
 
 
+def test_own_architecture_table_gives_the_difference_to_the_published_number():
+    """The published-architecture table states ours minus published, signed, per rule (hand values)."""
+    own = {"bp": {"sizes": "784-256-10", "epochs": 60, "mean": 1.76, "sd": 0.05, "published": 1.48, "source": "B"},
+           "dfa": {"sizes": "784-256-10", "epochs": 40, "mean": 1.95, "sd": 0.05, "published": 2.75, "source": "B"}}
+    table = studies.datasets_tables({"status": {}, "factors": [1.0], "own": own, "table": {}})["own_architecture"]
+    assert "| bp | 784-256-10 | 60 | 1.76 ± 0.05 | 1.48 | +0.28 | B |" in table
+    assert "| dfa | 784-256-10 | 40 | 1.95 ± 0.05 | 2.75 | -0.80 | B |" in table
+
+
 def synthetic_cifar(tmp_path, monkeypatch, n=1010):
     """CIFAR-10 files in the canonical format (pickled batches of uint8 R, G, B planes), n images per batch:
     5 x n training images, of which the last 5,000 validate; their md5s made the expected ones."""
